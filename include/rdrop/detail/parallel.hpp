@@ -1,0 +1,61 @@
+// Static partition of independent items over OpenMP threads, and per-thread
+// scratch rows. Each item is computed identically whatever the partition, and
+// callers reduce per-item results in item order, so results do not depend on
+// the thread count.
+#pragma once
+
+#include "rdrop/threads.hpp"
+
+#include <Eigen/Core>
+
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace rdrop::detail {
+
+/// Calls body(begin, end) on disjoint ranges covering [0, count). `threads`
+/// 0 means the global setting; `work` (elements touched) below about 64k
+/// runs sequentially since a parallel region would cost more than it saves.
+template <typename Body>
+void parallel_ranges(Eigen::Index count, Eigen::Index work, int threads, Body&& body) {
+#ifdef _OPENMP
+  int t = threads > 0 ? threads : num_threads();
+  if (t <= 0) t = omp_get_max_threads();
+  if (t > 1 && count > 1 && work >= (Eigen::Index(1) << 16)) {
+#pragma omp parallel num_threads(t)
+    {
+      const Eigen::Index nt = omp_get_num_threads();
+      const Eigen::Index id = omp_get_thread_num();
+      body(count * id / nt, count * (id + 1) / nt);
+    }
+    return;
+  }
+#else
+  (void)work;
+  (void)threads;
+#endif
+  body(Eigen::Index(0), count);
+}
+
+/// A scratch row of at least n scalars for the calling thread; `slot`
+/// separates buffers that are live at the same time.
+template <typename Scalar>
+Scalar* thread_scratch(Eigen::Index n, int slot) {
+  thread_local std::vector<Scalar> buffers[4];
+  std::vector<Scalar>& b = buffers[slot];
+  if (static_cast<Eigen::Index>(b.size()) < n) b.resize(static_cast<std::size_t>(n));
+  return b.data();
+}
+
+/// Σ values in index order: a fixed order keeps results bitwise reproducible.
+template <typename Scalar>
+Scalar ordered_sum(const std::vector<Scalar>& values) {
+  Scalar s = Scalar(0);
+  for (Scalar v : values) s += v;
+  return s;
+}
+
+}  // namespace rdrop::detail

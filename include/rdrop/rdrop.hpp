@@ -1,0 +1,15 @@
+// rdrop: R-Drop (regularized dropout) losses with analytic gradients for
+// C++ training code. Include this header for everything.
+#pragma once
+
+#include "rdrop/cross_entropy.hpp"
+#include "rdrop/divergence.hpp"
+#include "rdrop/duplicate.hpp"
+#include "rdrop/kl_divergence.hpp"
+#include "rdrop/layout.hpp"
+#include "rdrop/normalization.hpp"
+#include "rdrop/rdrop_loss.hpp"
+#include "rdrop/reduction.hpp"
+#include "rdrop/symmetric_kl.hpp"
+#include "rdrop/threads.hpp"
+#include "rdrop/version.hpp"

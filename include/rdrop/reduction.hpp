@@ -1,0 +1,19 @@
+// How the stand-alone loss functors reduce per-row values to one number.
+#pragma once
+
+namespace rdrop {
+
+/// Reduction applied by `Evaluate` of the stand-alone functors
+/// (CrossEntropy, KLDivergence, SymmetricKL, PairedDivergence).
+/// Per-row values are always available through `EvaluatePerRow`.
+enum class Reduction {
+  /// Sum over rows (cross-entropy) or pairs (divergences).
+  Sum,
+  /// Mean over counted rows: cross-entropy divides by the rows whose label is
+  /// not the ignore label (PyTorch's `reduction='mean'`), divergences by the
+  /// number of pairs (PyTorch's `reduction='batchmean'`). A mean over zero
+  /// rows is 0, never NaN.
+  Mean,
+};
+
+}  // namespace rdrop

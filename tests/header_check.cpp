@@ -1,0 +1,64 @@
+// Instantiates every public entry point in float and double with every
+// accepted input kind, so that -Wall -Wextra -Wpedantic -Wconversion -Werror
+// sees all of the headers' template code. Built, not run.
+#include <rdrop/rdrop.hpp>
+
+namespace {
+
+template <typename Scalar>
+Scalar instantiate_all() {
+  using Eigen::Dynamic;
+  using RowMajor = Eigen::Matrix<Scalar, Dynamic, Dynamic, Eigen::RowMajor>;
+  using ColMajor = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
+  using Vector = Eigen::Matrix<Scalar, Dynamic, 1>;
+  RowMajor x = RowMajor::Random(4, 3);
+  ColMajor xc = x;
+  Eigen::VectorXi y = Eigen::VectorXi::Zero(2);
+  Eigen::Matrix<long, Dynamic, 1> y_long = Eigen::Matrix<long, Dynamic, 1>::Zero(4);
+  RowMajor g;
+  ColMajor gc(4, 3);
+  Vector values;
+  Scalar total = 0;
+
+  rdrop::RDropLoss<Scalar> loss;
+  total += loss.Evaluate(x, y);
+  total += loss.EvaluateWithGradient(x, y, g);
+  total += loss.EvaluateWithGradient(xc, y_long, gc);
+  loss.Gradient(Eigen::Map<const RowMajor>(x.data(), 4, 3), y, Eigen::Map<RowMajor>(g.data(), 4, 3));
+  loss.EvaluatePerRow(Eigen::Ref<const RowMajor>(x), y, values);
+  total += loss.Evaluate(x * Scalar(2), y);
+
+  Eigen::Tensor<Scalar, 3, Eigen::RowMajor> t(2, 2, 3);
+  t.setZero();
+  Eigen::Tensor<Scalar, 3, Eigen::RowMajor> gt;
+  Eigen::Tensor<Scalar, 2, Eigen::RowMajor> vt;
+  Eigen::Tensor<int, 2, Eigen::RowMajor> yt(1, 2);
+  yt.setZero();
+  total += loss.EvaluateWithGradient(t, yt, gt);
+  loss.EvaluatePerRow(Eigen::TensorMap<const Eigen::Tensor<Scalar, 3, Eigen::RowMajor>>(t.data(), 2, 2, 3), yt, vt);
+  Eigen::Tensor<Scalar, 2, Eigen::RowMajor> t2(4, 3);
+  t2.setZero();
+  total += loss.Evaluate(t2, y);
+
+  rdrop::CrossEntropy<Scalar> ce;
+  total += ce.EvaluateWithGradient(x, y_long, g);
+  ce.EvaluatePerRow(xc, y_long, values);
+  rdrop::SymmetricKL<Scalar> sym;
+  RowMajor ga, gb;
+  total += sym.EvaluateWithGradient(rdrop::FirstCopy(x), rdrop::SecondCopy(x), ga, gb);
+  rdrop::KLDivergence<Scalar> kl(rdrop::Reduction::Sum);
+  total += kl.Evaluate(x, xc);
+  kl.EvaluatePerRow(x, x, values);
+
+  RowMajor doubled = rdrop::Duplicate(x, rdrop::Layout::Stacked);
+  auto first = rdrop::FirstCopy(doubled, rdrop::Layout::Stacked);
+  first.setZero();
+  auto tensor_doubled = rdrop::Duplicate(t);
+  total += tensor_doubled(0, 0, 0);
+  return total;
+}
+
+}  // namespace
+
+float header_check_float() { return instantiate_all<float>(); }
+double header_check_double() { return instantiate_all<double>(); }
