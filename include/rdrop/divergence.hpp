@@ -156,7 +156,9 @@ class PairedDivergence {
                 "rdrop: Scalar must be float or double");
 
  public:
-  explicit PairedDivergence(Reduction reduction = Reduction::Mean) : reduction_(reduction) {}
+  /// Reduces by the mean over pairs.
+  PairedDivergence() = default;
+  explicit PairedDivergence(Reduction reduction) : reduction_(reduction) {}
 
   Reduction reduction() const { return reduction_; }
 
@@ -241,7 +243,7 @@ class PairedDivergence {
     return scale * detail::ordered_sum(per_pair);
   }
 
-  Reduction reduction_;
+  Reduction reduction_ = Reduction::Mean;
 };
 
 }  // namespace rdrop

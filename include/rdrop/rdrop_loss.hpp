@@ -61,7 +61,7 @@ class RDropLoss {
  public:
   /// Throws std::invalid_argument for α < 0 (or NaN), ε outside [0, 1) or
   /// threads < 0.
-  explicit RDropLoss(RDropOptions<Scalar> options = {}, Divergence divergence = {})
+  explicit RDropLoss(RDropOptions<Scalar> options = {}, Divergence divergence = Divergence())
       : options_(options), divergence_(std::move(divergence)) {
     if (!(options_.alpha >= Scalar(0))) {
       detail::fail("RDropLoss::RDropLoss", "argument 'alpha' is " + std::to_string(options_.alpha) +

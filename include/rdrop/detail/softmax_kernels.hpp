@@ -9,6 +9,7 @@
 #include <Eigen/Core>
 
 #include <cmath>
+#include <limits>
 
 namespace rdrop::detail {
 
@@ -26,7 +27,11 @@ ShiftedExp<Scalar> shifted_exp(const Scalar* x, Eigen::Index n, Scalar* e) {
   SumAccumulator<Scalar> sum;
   for_each_packet<Scalar>(n, [&](auto tag, Eigen::Index j) {
     using P = decltype(tag);
-    const P v = pm::pexp(pm::psub(load<P>(x + j), pm::pset1<P>(m)));
+    const P xj = load<P>(x + j);
+    // Eigen's pexp clamps its argument, so exp(-inf) comes out as a tiny
+    // positive number; masked classes must have probability exactly 0.
+    const P v = pm::pandnot(pm::pexp(pm::psub(xj, pm::pset1<P>(m))),
+                            pm::pcmp_eq(xj, pm::pset1<P>(-std::numeric_limits<Scalar>::infinity())));
     store(e + j, v);
     sum.add(v);
   });
