@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs, from Debian's packages, whatever rdrop's build, tests, benchmarks
+# and examples need and this machine lacks. Safe to run again.
+set -euo pipefail
+
+packages=(
+  cmake g++ make pkg-config   # build
+  libeigen3-dev               # the one dependency of the headers
+  catch2                      # tests (Catch2 v2)
+  libbenchmark-dev            # rdrop_bench
+  zlib1g-dev                  # the example reads gzip IDX files
+  dataset-fashion-mnist       # the example's data, in /usr/share/datasets/fashion-mnist
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} > 0)); then
+  echo "rdrop: installing ${missing[*]}"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
