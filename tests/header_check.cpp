@@ -53,6 +53,17 @@ Scalar instantiate_all() {
   RowMajor doubled = rdrop::Duplicate(x, rdrop::Layout::Stacked);
   auto first = rdrop::FirstCopy(doubled, rdrop::Layout::Stacked);
   first.setZero();
+  // Masks, terms and counts, and the other R-Drop losses and divergences.
+  Eigen::VectorXi mask = Eigen::VectorXi::Ones(2);
+  total += loss.EvaluateWithGradient(x, y, mask, g);
+  const rdrop::RDropTerms<Scalar> terms = loss.EvaluateTerms(x, y, mask);
+  total += loss.WithCounts(loss.Count(x, y) + terms.counts).Normalize(terms);
+  RowMajor targets = RowMajor::Zero(2, 3);
+  total += rdrop::RDropMultiLabelLoss<Scalar>().EvaluateWithGradient(x, targets, gc);
+  total += rdrop::RDropRegressionLoss<Scalar>().EvaluateWithGradient(t, Eigen::Tensor<Scalar, 3, Eigen::RowMajor>(2, 2, 3).setZero(), gt);
+  total += rdrop::RDropLoss<Scalar, rdrop::JensenShannon<Scalar>>().Evaluate(x, y);
+  total += rdrop::JensenShannon<Scalar>().Evaluate(x, x);
+
   auto tensor_doubled = rdrop::Duplicate(t);
   total += tensor_doubled(0, 0, 0);
   return total;

@@ -152,5 +152,6 @@ TEMPLATE_TEST_CASE("Duplicate and the copy views", "[duplicate]", float, double)
   CHECK(r.bottomRows(2).isOnes(0));
   const RowMajor& cr = r;
   CHECK(rdrop::FirstCopy(cr, rdrop::Layout::Stacked).isZero(0));
-  CHECK_THROWS_AS(rdrop::FirstCopy(RowMajor(3, 2)), std::invalid_argument);
+  RowMajor odd(3, 2);
+  CHECK_THROWS_AS(rdrop::FirstCopy(odd), std::invalid_argument);
 }

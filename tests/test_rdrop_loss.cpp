@@ -91,7 +91,7 @@ TEMPLATE_TEST_CASE("Every normalization matches its formula", "[rdrop][conventio
   const auto layout = GENERATE(rdrop::Layout::Interleaved, rdrop::Layout::Stacked);
   const auto norm = GENERATE(rdrop::Normalization::Paper, rdrop::Normalization::KerasCode,
                              rdrop::Normalization::PyTorchReadme, rdrop::Normalization::Sum,
-                             rdrop::Normalization::Mean);
+                             rdrop::Normalization::Mean, rdrop::Normalization::Fairseq);
   const Index b = 6, c = 5;
   const double alpha = 2.5, eps = 0.1;
   const auto x = ref::random_logits<S>(2 * b, c, 2.0, 99);
@@ -129,6 +129,7 @@ TEMPLATE_TEST_CASE("Every normalization matches its formula", "[rdrop][conventio
     case rdrop::Normalization::KerasCode: expected = ce / n + alpha / 4 * (2 * sym) / pairs; break;
     case rdrop::Normalization::PyTorchReadme: expected = ce / n + alpha * sym; break;
     case rdrop::Normalization::Mean: expected = ce / n + alpha * sym / pairs; break;
+    case rdrop::Normalization::Fairseq: expected = (ce + alpha * sym) / pairs; break;
   }
   CHECK(static_cast<double>(value) == Approx(expected).epsilon(ref::tolerance<S>()));
 }

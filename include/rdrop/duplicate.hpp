@@ -72,8 +72,8 @@ auto copy_view(M& m, Layout layout, int which, const char* where) {
   using View = Eigen::Map<Target, Eigen::Unaligned, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
   const Eigen::Index rows = m.rows();
   if (rows % 2 != 0) {
-    fail(where, "argument has " + shape(rows, m.cols()) +
-                    " entries: an odd number of rows cannot hold two copies");
+    fail(where, "argument 'duplicated' has shape " + shape(rows, m.cols()) +
+                    "; an odd number of rows cannot hold two copies");
   }
   // Distance in memory between consecutive rows, and between columns.
   const Eigen::Index row_step = T::IsRowMajor ? m.outerStride() : m.innerStride();
@@ -86,6 +86,16 @@ auto copy_view(M& m, Layout layout, int which, const char* where) {
                        : View(data, rows / 2, m.cols(), Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(col_step, step));
 }
 
+/// A view of a temporary Matrix would dangle at the end of the statement;
+/// temporary views (Map, Block, Ref) are fine, they do not own their data.
+template <typename M>
+constexpr void check_not_temporary() {
+  using T = std::remove_cv_t<std::remove_reference_t<M>>;
+  static_assert(std::is_lvalue_reference_v<M> || !std::is_base_of_v<Eigen::PlainObjectBase<T>, T>,
+                "rdrop: FirstCopy/SecondCopy of a temporary matrix would dangle; store the "
+                "duplicated matrix in a variable first");
+}
+
 }  // namespace detail
 
 /// Zero-copy view (a strided Eigen::Map, writable when `m` is) of the first
@@ -93,15 +103,17 @@ auto copy_view(M& m, Layout layout, int which, const char* where) {
 /// (Interleaved) or rows 0 .. B-1 (Stacked). Throws std::invalid_argument
 /// for an odd number of rows.
 template <typename M>
-auto FirstCopy(M&& m, Layout layout = Layout::Interleaved) {
-  return detail::copy_view(m, layout, 0, "FirstCopy");
+auto FirstCopy(M&& duplicated, Layout layout = Layout::Interleaved) {
+  detail::check_not_temporary<M>();
+  return detail::copy_view(duplicated, layout, 0, "FirstCopy");
 }
 
 /// Zero-copy view of the second copy: rows 1, 3, 5, ... (Interleaved) or
 /// rows B .. 2B-1 (Stacked).
 template <typename M>
-auto SecondCopy(M&& m, Layout layout = Layout::Interleaved) {
-  return detail::copy_view(m, layout, 1, "SecondCopy");
+auto SecondCopy(M&& duplicated, Layout layout = Layout::Interleaved) {
+  detail::check_not_temporary<M>();
+  return detail::copy_view(duplicated, layout, 1, "SecondCopy");
 }
 
 }  // namespace rdrop

@@ -1,27 +1,63 @@
 // The published ways of scaling the two terms of the R-Drop loss.
 #pragma once
 
+#include "rdrop/terms.hpp"
+
 namespace rdrop {
 
-/// How RDropLoss scales its two terms. With B pairs (2B rows), n labeled rows
-/// (rows whose label is not the ignore label; n = 2B when all are labeled),
-/// CE_r the cross-entropy of row r and D_k the divergence of pair k
-/// (for SymmetricKL, D = ½[KL(p‖q) + KL(q‖p)]):
+/// How an R-Drop loss scales its two terms. With 2B rows in B pairs, n
+/// labeled rows (rows whose label is not the ignore label and that are not
+/// masked; n = 2B when all are labeled), P unmasked pairs (P = B without a
+/// mask), T_r the task loss of row r (cross-entropy) and D_k the divergence of
+/// pair k (for SymmetricKL, D = ½[KL(p‖q) + KL(q‖p)]):
 ///
 /// | value         | loss                                   |
 /// |---------------|----------------------------------------|
-/// | Paper         | Σ_r CE_r + α Σ_k D_k                   |
-/// | KerasCode     | Σ_r CE_r / n + α Σ_k D_k / (2B)        |
-/// | PyTorchReadme | Σ_r CE_r / n + α Σ_k D_k               |
-/// | Sum           | Σ_r CE_r + α Σ_k D_k                   |
-/// | Mean          | Σ_r CE_r / n + α Σ_k D_k / B           |
+/// | Paper         | Σ_r T_r + α Σ_k D_k                    |
+/// | KerasCode     | Σ_r T_r / n + α Σ_k D_k / (2P)         |
+/// | PyTorchReadme | Σ_r T_r / n + α Σ_k D_k                |
+/// | Sum           | Σ_r T_r + α Σ_k D_k                    |
+/// | Mean          | Σ_r T_r / n + α Σ_k D_k / P            |
+/// | Fairseq       | (Σ_r T_r + α Σ_k D_k) / P              |
 ///
 /// KerasCode is the seed's `mean(CE) + α/4 · mean(KL(p‖q) + KL(q‖p))` and
 /// equals Paper / (2B) when every row is labeled. PyTorchReadme is the
 /// official R-Drop README's `0.5·(CE1 + CE2) + α · 0.5·(ΣKL(q‖p) + ΣKL(p‖q))`.
-/// Sum is numerically the Paper form, named for code that normalizes
-/// itself. A mean over zero labeled rows is 0 (never NaN), so an all-unlabeled
-/// batch contributes its divergence term only.
-enum class Normalization { Paper, KerasCode, PyTorchReadme, Sum, Mean };
+/// Fairseq is the R-Drop translation criterion: summed (label-smoothed)
+/// cross-entropy of both copies plus α times the summed symmetric KL, divided
+/// by the unmasked tokens of one copy. Sum is numerically the Paper form,
+/// named for code that normalizes itself. A mean over zero rows or pairs is
+/// 0 (never NaN), so an all-unlabeled batch contributes its divergence only.
+enum class Normalization { Paper, KerasCode, PyTorchReadme, Sum, Mean, Fairseq };
 
+namespace detail {
+
+/// The factors applied to Σ task and Σ D under `normalization`.
+template <typename Scalar>
+struct TermScales {
+  Scalar task;
+  Scalar divergence;
+};
+
+template <typename Scalar>
+TermScales<Scalar> term_scales(Normalization normalization, Scalar alpha, const RDropCounts& c) {
+  const Scalar per_labeled = c.labeled_rows > 0 ? Scalar(1) / Scalar(c.labeled_rows) : Scalar(0);
+  const Scalar per_pair = c.pairs > 0 ? Scalar(1) / Scalar(c.pairs) : Scalar(0);
+  switch (normalization) {
+    case Normalization::KerasCode:
+      return {per_labeled, alpha * per_pair / Scalar(2)};
+    case Normalization::PyTorchReadme:
+      return {per_labeled, alpha};
+    case Normalization::Mean:
+      return {per_labeled, alpha * per_pair};
+    case Normalization::Fairseq:
+      return {per_pair, alpha * per_pair};
+    case Normalization::Paper:
+    case Normalization::Sum:
+      break;
+  }
+  return {Scalar(1), alpha};
+}
+
+}  // namespace detail
 }  // namespace rdrop

@@ -9,10 +9,10 @@
 
 namespace rdrop::detail {
 
-/// "R x C", the way every message in rdrop spells a shape.
+/// "[R x C]", the way every message in rdrop spells a shape.
 inline std::string shape(Eigen::Index rows, Eigen::Index cols) {
   std::ostringstream s;
-  s << rows << " x " << cols;
+  s << '[' << rows << " x " << cols << ']';
   return s.str();
 }
 

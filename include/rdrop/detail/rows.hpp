@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 namespace rdrop::detail {
 
@@ -27,10 +28,15 @@ struct is_tensor<Eigen::TensorMap<P, O, M>> : std::true_type {};
 template <typename T>
 inline constexpr bool is_tensor_v = is_tensor<std::remove_cv_t<std::remove_reference_t<T>>>::value;
 
+// Deduction through a base pointer: also recognizes types such as
+// VectorBlock whose CRTP base names another type (Block).
+template <typename D>
+std::true_type dense_base_test(const Eigen::DenseBase<D>*);
+std::false_type dense_base_test(...);
+
 template <typename T>
 inline constexpr bool is_eigen_dense_v =
-    std::is_base_of_v<Eigen::EigenBase<std::remove_cv_t<std::remove_reference_t<T>>>,
-                      std::remove_cv_t<std::remove_reference_t<T>>>;
+    decltype(dense_base_test(std::declval<std::remove_cv_t<std::remove_reference_t<T>>*>()))::value;
 
 template <typename T>
 using scalar_of_t = std::remove_const_t<typename std::remove_reference_t<T>::Scalar>;

@@ -17,6 +17,8 @@ template <typename Scalar>
 struct ShiftedExp {
   Scalar lse;      ///< log Σ exp(x)
   Scalar inv_sum;  ///< 1 / Σ exp(x − max): turns the stored exps into softmax
+  Scalar max;      ///< max x
+  Scalar log_sum;  ///< log Σ exp(x − max), so lse = max + log_sum
 };
 
 /// Writes e_j = exp(x_j − max x) and returns the row's log-sum-exp.
@@ -36,7 +38,8 @@ ShiftedExp<Scalar> shifted_exp(const Scalar* x, Eigen::Index n, Scalar* e) {
     sum.add(v);
   });
   const Scalar s = sum.total();
-  return {m + std::log(s), Scalar(1) / s};
+  const Scalar log_s = std::log(s);
+  return {m + log_s, Scalar(1) / s, m, log_s};
 }
 
 /// Σ_j x_j, needed only for the label-smoothing term.
@@ -53,14 +56,17 @@ struct CrossEntropyTarget {
   Scalar weight = 0;        ///< scale of this row's gradient
 };
 
-/// CE of a row with log-sum-exp `lse`, written as (1−ε)(lse − x_y) +
-/// ε(lse − mean x): both parts are non-negative, so nothing cancels.
+/// CE of a row, written as (1−ε)(lse − x_y) + ε(lse − mean x): both parts
+/// are non-negative, so nothing cancels; lse − x_y is taken as
+/// (max − x_y) + log_sum so that logits near 1e4 do not round it in float.
 template <typename Scalar>
-Scalar cross_entropy_value(const Scalar* x, Eigen::Index n, Scalar lse,
+Scalar cross_entropy_value(const Scalar* x, Eigen::Index n, const ShiftedExp<Scalar>& se,
                            const CrossEntropyTarget<Scalar>& t) {
   if (t.label < 0) return Scalar(0);
-  Scalar ce = (Scalar(1) - t.smoothing) * (lse - x[t.label]);
-  if (t.smoothing != Scalar(0)) ce += t.smoothing * (lse - row_sum(x, n) / static_cast<Scalar>(n));
+  Scalar ce = (Scalar(1) - t.smoothing) * ((se.max - x[t.label]) + se.log_sum);
+  if (t.smoothing != Scalar(0)) {
+    ce += t.smoothing * ((se.max - row_sum(x, n) / static_cast<Scalar>(n)) + se.log_sum);
+  }
   return ce;
 }
 
@@ -70,7 +76,7 @@ template <typename Scalar>
 Scalar cross_entropy_row(const Scalar* x, Eigen::Index n, const CrossEntropyTarget<Scalar>& t,
                          Scalar* e_then_grad) {
   const ShiftedExp<Scalar> se = shifted_exp(x, n, e_then_grad);
-  const Scalar value = cross_entropy_value(x, n, se.lse, t);
+  const Scalar value = cross_entropy_value(x, n, se, t);
   Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> g(e_then_grad, n);
   if (t.label < 0 || t.weight == Scalar(0)) {
     g.setZero();
@@ -115,7 +121,9 @@ SoftmaxPairValues<Scalar> softmax_pair(const Scalar* a, const Scalar* b, Eigen::
                                        Scalar* gb) {
   const ShiftedExp<Scalar> sa = shifted_exp(a, n, ga);
   const ShiftedExp<Scalar> sb = shifted_exp(b, n, gb);
-  const Scalar lse_gap = sa.lse - sb.lse;
+  // log p − log q = (a − b) − gap; the gap is formed from the maxima and the
+  // O(1) log-sums, not from two log-sum-exps already rounded at |x| ~ 1e4.
+  const Scalar lse_gap = (sa.max - sb.max) + (sa.log_sum - sb.log_sum);
 
   // p·d, q·d and (p − q)·d vanish where the probability (or the difference)
   // is exactly 0; masking keeps −inf − −inf = NaN out of them. The KL sums
@@ -142,8 +150,8 @@ SoftmaxPairValues<Scalar> softmax_pair(const Scalar* a, const Scalar* b, Eigen::
   v.symmetric = Scalar(0.5) * acc_sym.total();
   v.kl_pq = WithPQ ? acc_pq.total() : Scalar(0);
   v.kl_qp = WithQP ? acc_qp.total() : Scalar(0);
-  v.ce_first = cross_entropy_value(a, n, sa.lse, w.first);
-  v.ce_second = cross_entropy_value(b, n, sb.lse, w.second);
+  v.ce_first = cross_entropy_value(a, n, sa, w.first);
+  v.ce_second = cross_entropy_value(b, n, sb, w.second);
 
   const Scalar wa = w.first.label < 0 ? Scalar(0) : w.first.weight;
   const Scalar wb = w.second.label < 0 ? Scalar(0) : w.second.weight;

@@ -1,0 +1,120 @@
+// The sweep shared by every R-Drop loss: which rows and pairs take part,
+// the pass over pairs (skipping masked ones), and the reduction of their
+// values in a fixed order.
+#pragma once
+
+#include "rdrop/detail/parallel.hpp"
+#include "rdrop/detail/rows.hpp"
+#include "rdrop/layout.hpp"
+#include "rdrop/terms.hpp"
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <vector>
+
+namespace rdrop::detail {
+
+/// Which rows carry a task term and which pairs a divergence term, resolved
+/// from labels and masks before any logit is read.
+struct PairPlan {
+  Layout layout = Layout::Interleaved;
+  Index rows = 0;
+  Index group = 1;
+  /// Per row: the class (or 0 for tasks without classes) when the row carries
+  /// a task term, -1 when it does not (ignored label, or masked).
+  std::vector<Index> row_target;
+  /// Per pair: whether its divergence is computed (neither copy masked).
+  std::vector<char> pair_active;
+  RDropCounts counts;
+
+  Index pairs() const { return rows / 2; }
+  PairRows rows_of(Index k) const { return pair_rows(layout, k, rows, group); }
+};
+
+/// `row_target`: per row, -1 for no task term; `row_keep`: per row mask (an
+/// empty vector keeps every row). A masked row has neither term, and its
+/// pair has no divergence.
+inline PairPlan make_plan(const Shape& shape, Layout layout, std::vector<Index> row_target,
+                          const std::vector<char>& row_keep) {
+  PairPlan plan;
+  plan.layout = layout;
+  plan.rows = shape.rows();
+  plan.group = shape.group();
+  plan.row_target = std::move(row_target);
+  if (!row_keep.empty()) {
+    for (std::size_t r = 0; r < plan.row_target.size(); ++r) {
+      if (!row_keep[r]) plan.row_target[r] = -1;
+    }
+  }
+  plan.pair_active.assign(static_cast<std::size_t>(plan.pairs()), 1);
+  if (!row_keep.empty()) {
+    for (Index k = 0; k < plan.pairs(); ++k) {
+      const PairRows r = plan.rows_of(k);
+      plan.pair_active[static_cast<std::size_t>(k)] =
+          row_keep[static_cast<std::size_t>(r.first)] && row_keep[static_cast<std::size_t>(r.second)];
+    }
+  }
+  plan.counts.rows = plan.rows;
+  plan.counts.labeled_rows = static_cast<Index>(
+      std::count_if(plan.row_target.begin(), plan.row_target.end(), [](Index t) { return t >= 0; }));
+  plan.counts.pairs = static_cast<Index>(std::count(plan.pair_active.begin(), plan.pair_active.end(), 1));
+  return plan;
+}
+
+template <typename Scalar>
+struct PairValues {
+  Scalar task_first = Scalar(0);
+  Scalar task_second = Scalar(0);
+  Scalar divergence = Scalar(0);
+};
+
+/// Runs pair_fn(k, rows, grad_first, grad_second) on active pairs and
+/// row_fn(row, grad_row) on the task-carrying rows of inactive pairs; rows
+/// with no term get a zero gradient without being read. Gradient pointers
+/// are null when no gradient is wanted.
+template <typename Scalar, typename PairFn, typename RowFn>
+std::vector<PairValues<Scalar>> sweep_pairs(const PairPlan& plan, Index cols, int threads,
+                                            const Rows<Scalar>* grad, PairFn&& pair_fn, RowFn&& row_fn) {
+  std::vector<PairValues<Scalar>> values(static_cast<std::size_t>(plan.pairs()));
+  const Index work = plan.counts.pairs * 2 * cols;
+  parallel_ranges(plan.pairs(), work, threads, [&](Index begin, Index end) {
+    for (Index k = begin; k < end; ++k) {
+      const PairRows r = plan.rows_of(k);
+      Scalar* ga = grad ? grad->row(r.first) : nullptr;
+      Scalar* gb = grad ? grad->row(r.second) : nullptr;
+      PairValues<Scalar>& v = values[static_cast<std::size_t>(k)];
+      if (plan.pair_active[static_cast<std::size_t>(k)]) {
+        v = pair_fn(k, r, ga, gb);
+        continue;
+      }
+      // A masked pair: no divergence; a copy that is still labeled keeps its
+      // task term (a per-row mask may mask one copy only).
+      if (plan.row_target[static_cast<std::size_t>(r.first)] >= 0) {
+        v.task_first = row_fn(r.first, ga);
+      } else if (ga) {
+        std::fill(ga, ga + cols, Scalar(0));
+      }
+      if (plan.row_target[static_cast<std::size_t>(r.second)] >= 0) {
+        v.task_second = row_fn(r.second, gb);
+      } else if (gb) {
+        std::fill(gb, gb + cols, Scalar(0));
+      }
+    }
+  });
+  return values;
+}
+
+/// Σ task and Σ divergence over pairs, in pair order.
+template <typename Scalar>
+RDropTerms<Scalar> sum_terms(const std::vector<PairValues<Scalar>>& values, const RDropCounts& counts) {
+  RDropTerms<Scalar> t;
+  for (const PairValues<Scalar>& v : values) {
+    t.task_sum += v.task_first + v.task_second;
+    t.divergence_sum += v.divergence;
+  }
+  t.counts = counts;
+  return t;
+}
+
+}  // namespace rdrop::detail

@@ -1,0 +1,242 @@
+// The API every R-Drop loss shares: one call over the 2B output rows of a
+// duplicated batch gives the loss and the gradient for all of them.
+#pragma once
+
+#include "rdrop/detail/errors.hpp"
+#include "rdrop/detail/labels.hpp"
+#include "rdrop/detail/paired_sweep.hpp"
+#include "rdrop/detail/rows.hpp"
+#include "rdrop/layout.hpp"
+#include "rdrop/normalization.hpp"
+#include "rdrop/terms.hpp"
+
+#include <Eigen/Core>
+
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace rdrop {
+
+namespace detail {
+/// Checks the options every R-Drop loss has (alpha, threads).
+template <typename Options>
+void check_common_options(const Options& o, const char* where) {
+  if (!(o.alpha >= 0)) {
+    fail(where, "argument 'alpha' is " + std::to_string(o.alpha) + "; expected alpha >= 0");
+  }
+  if (o.threads < 0) {
+    fail(where, "argument 'threads' is " + std::to_string(o.threads) + "; expected >= 0");
+  }
+}
+}  // namespace detail
+
+/// Base of RDropLoss, RDropMultiLabelLoss and RDropRegressionLoss: a task
+/// loss on both copies of every sample plus α · D(first copy, second copy),
+/// scaled by the options' Normalization, with gradients for all 2B rows
+/// (neither copy is detached).
+///
+/// `logits` is 2B x C (rows are samples, classes contiguous), or a row-major
+/// tensor [2B, C] or [2B, T, C] whose copies pair up per sample (each of the
+/// T steps with its own). `targets` are given once per sample (B, or B·T,
+/// in pair order) or once per row (2B, or 2B·T). The optional `mask` (any
+/// vector, non-zero = keep), once per sample or per row, removes rows
+/// entirely: a masked row has no task term, and a pair with a masked row
+/// has no divergence term; masked pairs are skipped, their gradient is 0.
+///
+/// Every call checks all of its arguments before writing any output and
+/// throws std::invalid_argument naming the argument and the shapes.
+template <typename Derived, typename Scalar>
+class PairedLoss {
+  static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
+                "rdrop: Scalar must be float or double");
+
+ public:
+  /// The loss of the 2B rows.
+  template <typename X, typename Y>
+  Scalar Evaluate(const X& logits, const Y& targets) const {
+    return run(logits, targets, no_mask(), no_grad(), no_values(), nullptr, "Evaluate");
+  }
+  /// The loss of the unmasked rows.
+  template <typename X, typename Y, typename M>
+  Scalar Evaluate(const X& logits, const Y& targets, const M& mask) const {
+    return run(logits, targets, &mask, no_grad(), no_values(), nullptr, "Evaluate");
+  }
+
+  /// Writes ∂loss/∂logits for all rows into `gradient`, which is resized if
+  /// it can be (Matrix, Tensor) and must have the logits' shape otherwise.
+  template <typename X, typename Y, typename G>
+  void Gradient(const X& logits, const Y& targets, G&& gradient) const {
+    run(logits, targets, no_mask(), &gradient, no_values(), nullptr, "Gradient");
+  }
+  template <typename X, typename Y, typename M, typename G>
+  void Gradient(const X& logits, const Y& targets, const M& mask, G&& gradient) const {
+    run(logits, targets, &mask, &gradient, no_values(), nullptr, "Gradient");
+  }
+
+  /// Evaluate and Gradient in one sweep.
+  template <typename X, typename Y, typename G>
+  Scalar EvaluateWithGradient(const X& logits, const Y& targets, G&& gradient) const {
+    return run(logits, targets, no_mask(), &gradient, no_values(), nullptr, "EvaluateWithGradient");
+  }
+  template <typename X, typename Y, typename M, typename G>
+  Scalar EvaluateWithGradient(const X& logits, const Y& targets, const M& mask, G&& gradient) const {
+    return run(logits, targets, &mask, &gradient, no_values(), nullptr, "EvaluateWithGradient");
+  }
+
+  /// Unnormalized per-row losses ℓ_r = T_r + (α/2)·D_k for row r of pair k:
+  /// the two rows of a pair share its divergence, so Σ_r ℓ_r is the Paper
+  /// form and, with every row labeled, their mean the KerasCode form.
+  /// `values` is a vector of 2B entries (or a tensor [2B, T]).
+  template <typename X, typename Y, typename V>
+  void EvaluatePerRow(const X& logits, const Y& targets, V&& values) const {
+    run(logits, targets, no_mask(), no_grad(), &values, nullptr, "EvaluatePerRow");
+  }
+  template <typename X, typename Y, typename M, typename V>
+  void EvaluatePerRow(const X& logits, const Y& targets, const M& mask, V&& values) const {
+    run(logits, targets, &mask, no_grad(), &values, nullptr, "EvaluatePerRow");
+  }
+
+  /// The sums and counts behind the loss, unnormalized: workers of a
+  /// data-parallel job all-reduce them (operator+) and call Normalize.
+  template <typename X, typename Y>
+  RDropTerms<Scalar> EvaluateTerms(const X& logits, const Y& targets) const {
+    RDropTerms<Scalar> t;
+    run(logits, targets, no_mask(), no_grad(), no_values(), &t, "EvaluateTerms");
+    return t;
+  }
+  template <typename X, typename Y, typename M>
+  RDropTerms<Scalar> EvaluateTerms(const X& logits, const Y& targets, const M& mask) const {
+    RDropTerms<Scalar> t;
+    run(logits, targets, &mask, no_grad(), no_values(), &t, "EvaluateTerms");
+    return t;
+  }
+
+  /// What the normalization divides by, from targets and mask alone (the
+  /// logits give only the shape): all-reduce these across workers before
+  /// the backward pass and pass the sum to WithCounts.
+  template <typename X, typename Y>
+  RDropCounts Count(const X& logits, const Y& targets) const {
+    Planned<Y> p(logits);
+    plan(p, targets, no_mask(), "Count");
+    return p.plan.counts;
+  }
+  template <typename X, typename Y, typename M>
+  RDropCounts Count(const X& logits, const Y& targets, const M& mask) const {
+    Planned<Y> p(logits);
+    plan(p, targets, &mask, "Count");
+    return p.plan.counts;
+  }
+
+  /// The loss of (all-reduced) terms under this loss's normalization.
+  Scalar Normalize(const RDropTerms<Scalar>& terms) const { return normalize(terms, terms.counts); }
+
+  /// A copy of this loss that normalizes by `global` counts instead of each
+  /// batch's own: on every worker, its value and gradient are that worker's
+  /// share of the global loss, so the shares sum to the single-machine loss
+  /// and gradient exactly.
+  Derived WithCounts(const RDropCounts& global) const {
+    Derived copy = derived();
+    static_cast<PairedLoss&>(copy).fixed_counts_ = global;
+    return copy;
+  }
+
+ protected:
+  PairedLoss() = default;
+
+ private:
+  static const Eigen::VectorXi* no_mask() { return nullptr; }
+  static detail::RowMajorMatrix<Scalar>* no_grad() { return nullptr; }
+  static Eigen::Matrix<Scalar, Eigen::Dynamic, 1>* no_values() { return nullptr; }
+
+  const Derived& derived() const { return static_cast<const Derived&>(*this); }
+
+  // Logits as rows, resolved targets and the plan; built in place since
+  // the row view may own a copy of the logits.
+  template <typename Y>
+  struct Planned {
+    template <typename X>
+    explicit Planned(const X& logits) : x(logits) {}
+    detail::RowSource<Scalar> x;
+    typename Derived::template Targets<Y> targets;
+    detail::PairPlan plan;
+  };
+
+  static std::string method(const char* where) { return std::string(Derived::name) + "::" + where; }
+
+  template <typename Y, typename M>
+  void plan(Planned<Y>& p, const Y& targets, const M* mask, const char* where_) const {
+    const std::string where = method(where_);
+    const detail::Shape& shape = p.x.shape();
+    if (shape.dims[0] % 2 != 0) {
+      detail::fail(where.c_str(), "logits of shape " + shape.str() + " have an odd number (" +
+                                      std::to_string(shape.dims[0]) + ") of rows; a duplicated batch has 2B rows");
+    }
+    if (p.x.rows().rows > 0 && p.x.rows().cols == 0) {
+      detail::fail(where.c_str(), "logits of shape " + shape.str() + " have no classes");
+    }
+    const auto& o = derived().options();
+    derived().resolve(targets, shape, where.c_str(), p.targets);
+    std::vector<char> keep;
+    if (mask) keep = detail::paired_row_mask(*mask, shape, o.layout, where.c_str());
+    derived().merge_keep(p.targets, keep);
+    p.plan = detail::make_plan(shape, o.layout, derived().row_targets(p.targets), keep);
+  }
+
+  Scalar normalize(const RDropTerms<Scalar>& t, const RDropCounts& counts) const {
+    const auto& o = derived().options();
+    const detail::TermScales<Scalar> s = detail::term_scales(o.normalization, o.alpha, counts);
+    Scalar total = s.task * t.task_sum;
+    // α = 0 drops the divergence even where it is infinite (0·inf is NaN).
+    if (o.alpha > Scalar(0)) total += s.divergence * t.divergence_sum;
+    return total;
+  }
+
+  template <typename X, typename Y, typename M, typename G, typename V>
+  Scalar run(const X& logits, const Y& targets, const M* mask, G* gradient, V* values,
+             RDropTerms<Scalar>* terms, const char* where_) const {
+    const std::string where = method(where_);
+    Planned<Y> p(logits);
+    plan(p, targets, mask, where_);
+    std::optional<detail::RowSink<Scalar, G>> grad_sink;
+    std::optional<detail::ValueSink<Scalar, V>> value_sink;
+    if (gradient) grad_sink.emplace(*gradient, p.x.shape(), where.c_str(), "gradient");
+    if (values) value_sink.emplace(*values, p.x.shape().without_classes(), where.c_str(), "values");
+
+    const auto& o = derived().options();
+    const RDropCounts counts = fixed_counts_ ? *fixed_counts_ : p.plan.counts;
+    const detail::TermScales<Scalar> scales = detail::term_scales(o.normalization, o.alpha, counts);
+    detail::Rows<Scalar> g{};
+    if (grad_sink) g = grad_sink->open();
+    const detail::ConstRows<Scalar>& x = p.x.rows();
+    const auto values_of_pairs = detail::sweep_pairs<Scalar>(
+        p.plan, x.cols, o.threads, grad_sink ? &g : nullptr,
+        [&](Eigen::Index, const detail::PairRows& r, Scalar* ga, Scalar* gb) {
+          return derived().pair(p.targets, x, r, scales, ga, gb);
+        },
+        [&](Eigen::Index row, Scalar* grow) { return derived().row(p.targets, x, row, scales.task, grow); });
+    if (value_sink) {
+      Scalar* out = value_sink->open();
+      const Scalar half_alpha = o.alpha > Scalar(0) ? o.alpha / Scalar(2) : Scalar(0);
+      for (Eigen::Index k = 0; k < p.plan.pairs(); ++k) {
+        const detail::PairRows r = p.plan.rows_of(k);
+        const detail::PairValues<Scalar>& v = values_of_pairs[static_cast<std::size_t>(k)];
+        const Scalar shared = (half_alpha > Scalar(0) && p.plan.pair_active[static_cast<std::size_t>(k)])
+                                  ? half_alpha * v.divergence
+                                  : Scalar(0);
+        out[r.first] = v.task_first + shared;
+        out[r.second] = v.task_second + shared;
+      }
+    }
+    if (grad_sink) grad_sink->close();
+    if (value_sink) value_sink->close();
+    const RDropTerms<Scalar> t = detail::sum_terms(values_of_pairs, p.plan.counts);
+    if (terms) *terms = t;
+    return normalize(t, counts);
+  }
+
+  std::optional<RDropCounts> fixed_counts_;
+};
+
+}  // namespace rdrop
