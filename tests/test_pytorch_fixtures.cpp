@@ -343,7 +343,7 @@ TEMPLATE_TEST_CASE("PyTorch fixtures: SymmetricKL matches 0.5*(KL(p||q) + KL(q||
   for (const Case* c : cases) check_divergence<TestType, rdrop::SymmetricKL<TestType>>(*c);
 }
 
-TEMPLATE_TEST_CASE("PyTorch fixtures: RDropLoss matches the README and Keras-code losses",
+TEMPLATE_TEST_CASE("PyTorch fixtures: RDropLoss matches the README, Keras-code and fairseq losses",
                    "[pytorch]", float, double) {
   using S = TestType;
   const auto cases = cases_of("rdrop");
@@ -359,6 +359,8 @@ TEMPLATE_TEST_CASE("PyTorch fixtures: RDropLoss matches the README and Keras-cod
       o.normalization = rdrop::Normalization::PyTorchReadme;
     } else if (norm == "KerasCode") {
       o.normalization = rdrop::Normalization::KerasCode;
+    } else if (norm == "Fairseq") {
+      o.normalization = rdrop::Normalization::Fairseq;
     } else {
       FAIL("unknown normalization " << norm);
     }
@@ -369,12 +371,29 @@ TEMPLATE_TEST_CASE("PyTorch fixtures: RDropLoss matches the README and Keras-cod
     } else {
       FAIL("unknown layout " << layout);
     }
+    if (c->has("padding_index")) o.padding_index = c->integer("padding_index");
+    if (c->has("smoothing_style")) {
+      REQUIRE(c->word("smoothing_style") == "ExcludeTarget");
+      o.smoothing_style = rdrop::SmoothingStyle::ExcludeTarget;
+    }
     const rdrop::RDropLoss<S> loss(o);
     const Matrix<S> x = cast<S>(c->matrix("logits"));
     const Eigen::VectorXi y = c->labels("labels");
     const Matrix<double> grad_ref = c->matrix("grad");
     const double value_ref = c->number("value");
     REQUIRE(x.rows() == 2 * y.size());
+
+    if (c->has("time")) {
+      // A sequence batch: the same data as [2B, T, V] and [B, T] tensors.
+      const auto b = static_cast<Eigen::Index>(c->integer("batch"));
+      const auto t = static_cast<Eigen::Index>(c->integer("time"));
+      REQUIRE(b * t == y.size());
+      const Eigen::TensorMap<const Eigen::Tensor<S, 3, Eigen::RowMajor>> xt(x.data(), 2 * b, t, x.cols());
+      const Eigen::TensorMap<const Eigen::Tensor<int, 2, Eigen::RowMajor>> yt(y.data(), b, t);
+      Eigen::Tensor<S, 3, Eigen::RowMajor> gt;
+      RDROP_CHECK_VALUE(loss.EvaluateWithGradient(xt, yt, gt), value_ref);
+      RDROP_CHECK_MATRIX(Matrix<S>(Eigen::Map<const Matrix<S>>(gt.data(), x.rows(), x.cols())), grad_ref);
+    }
 
     // Labels once per sample...
     RDROP_CHECK_VALUE(loss.Evaluate(x, y), value_ref);

@@ -40,9 +40,12 @@ Case kinds (the `op` key) and the rdrop functor each one checks:
                    grad_a, grad_b.
     symmetric_kl   0.5*(KL(p||q) + KL(q||p)), same keys as kl.
     rdrop          the R-Drop loss on the 2B-row output. keys: normalization
-                   (PyTorchReadme | KerasCode), layout (Stacked |
+                   (PyTorchReadme | KerasCode | Fairseq), layout (Stacked |
                    Interleaved), alpha, ignore_index, label_smoothing, logits
                    (2B x C), labels (B, once per sample), value, grad.
+                   Fairseq cases add padding_index, smoothing_style
+                   (ExcludeTarget), batch and time: logits are [2B, T, V]
+                   flattened to 2B*T rows, labels [B, T] flattened.
 
 Classes at -inf in both rows of a pair (masked classes) make F.kl_div give
 nan; their true contribution is 0, so those references drop the masked
@@ -276,6 +279,60 @@ def keras_case(w, name, logits, y, alpha, ignore_index=-100, eps=0.0):
            value=loss, grad=x.grad)
 
 
+def fairseq_label_smoothed_nll_loss(lprobs, target, epsilon, ignore_index):
+    """fairseq's label_smoothed_nll_loss (criterions/label_smoothed_cross_entropy.py)."""
+    target = target.unsqueeze(-1)
+    nll_loss = -lprobs.gather(dim=-1, index=target)
+    smooth_loss = -lprobs.sum(dim=-1, keepdim=True)
+    pad_mask = target.eq(ignore_index)
+    nll_loss = nll_loss.masked_fill(pad_mask, 0.0)
+    smooth_loss = smooth_loss.masked_fill(pad_mask, 0.0)
+    nll_loss = nll_loss.sum()
+    smooth_loss = smooth_loss.sum()
+    eps_i = epsilon / (lprobs.size(-1) - 1)
+    return (1.0 - epsilon - eps_i) * nll_loss + eps_i * smooth_loss
+
+
+def fairseq_rdrop_loss(net_output, target, alpha, epsilon, padding_idx):
+    """The R-Drop repository's fairseq criterion (reg_label_smoothed_cross_entropy):
+    the batch is concatenated with itself, label-smoothed CE summed over both
+    copies plus alpha * compute_kl_loss with the padding masked, and the
+    trainer divides by sample_size = ntokens (non-pad tokens of one copy)."""
+    lprobs = F.log_softmax(net_output, dim=-1)
+    target2 = torch.cat([target, target.clone()], 0)
+    loss = fairseq_label_smoothed_nll_loss(lprobs.view(-1, lprobs.size(-1)), target2.view(-1), epsilon,
+                                           padding_idx)
+    pad_mask = target.unsqueeze(-1).eq(padding_idx)
+    net_prob = F.log_softmax(net_output, dim=-1)
+    net_prob_tec = F.softmax(net_output, dim=-1)
+    p, q = torch.split(net_prob, net_prob.size(0) // 2, dim=0)
+    p_tec, q_tec = torch.split(net_prob_tec, net_prob_tec.size(0) // 2, dim=0)
+    p_loss = F.kl_div(p, q_tec, reduction="none").masked_fill(pad_mask, 0.0)
+    q_loss = F.kl_div(q, p_tec, reduction="none").masked_fill(pad_mask, 0.0)
+    kl_loss = (p_loss.sum() + q_loss.sum()) / 2
+    ntokens = target.ne(padding_idx).sum()
+    return (loss + alpha * kl_loss) / ntokens
+
+
+def fairseq_case(w, name, batch, time, vocab, lengths, alpha, eps, padding_idx=1):
+    """rdrop: Normalization::Fairseq, Layout::Stacked, SmoothingStyle::ExcludeTarget,
+    padding_index; logits [2B, T, V] flattened to 2B*T rows."""
+    base = torch.randn(batch, time, vocab) * 2.0
+    x = as_float32_values(torch.cat([base + 0.5 * torch.randn(batch, time, vocab),
+                                     base + 0.5 * torch.randn(batch, time, vocab)]))
+    x.requires_grad_(True)
+    target = torch.randint(2, vocab, (batch, time))  # real tokens avoid the padding index
+    for i, n in enumerate(lengths):
+        target[i, n:] = padding_idx
+    loss = fairseq_rdrop_loss(x, target, alpha, eps, padding_idx)
+    loss.backward()
+    finite(loss, x.grad)
+    w.case(name, op="rdrop", normalization="Fairseq", layout="Stacked", alpha=float(alpha),
+           ignore_index=-100, padding_index=padding_idx, smoothing_style="ExcludeTarget",
+           label_smoothing=float(eps), batch=batch, time=time, logits=x.reshape(-1, vocab),
+           labels=target.reshape(-1), value=loss, grad=x.grad.reshape(-1, vocab))
+
+
 def dropout_pair(rows, cols, spread=0.5, scale=2.0):
     """Two copies that differ the way two dropout passes do: a shared part
     plus a smaller independent one."""
@@ -394,6 +451,11 @@ def main():
     mba, mbb = mask(close_a, big_masks), mask(close_b, big_masks)
     divergence_case(w, "masked_big_symmetric_kl_4x8_mean", "symmetric_kl", mba, mbb, "mean")
     readme_case(w, "masked_big_readme_b4_c8_alpha1", mba, mbb, torch.tensor([0, 0, 1, 7]), 1.0)
+
+    # The fairseq translation criterion: sequences with padding.
+    fairseq_case(w, "fairseq_b3_t5_v7_alpha5_smooth0.1", 3, 5, 7, [5, 3, 2], 5.0, 0.1)
+    fairseq_case(w, "fairseq_b2_t4_v11_alpha0.7_smooth0", 2, 4, 11, [4, 1], 0.7, 0.0)
+    fairseq_case(w, "fairseq_b4_t6_v5_alpha3_smooth0.2", 4, 6, 5, [6, 6, 4, 3], 3.0, 0.2)
 
     text = w.text()
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
