@@ -46,7 +46,7 @@ foreach(example IN LISTS examples)
     continue()
   endif()
 
-  if(name STREQUAL "readme_usage.cpp")
+  if(name MATCHES "^readme_")
     if(NOT DEFINED README OR NOT EXISTS "${README}")
       message(STATUS "check_snippets: skipping ${name}: README '${README}' does not exist yet")
       continue()
