@@ -3,6 +3,8 @@
 // sees all of the headers' template code. Built, not run.
 #include <rdrop/rdrop.hpp>
 
+#include <cstdint>
+
 namespace {
 
 template <typename Scalar>
@@ -63,6 +65,22 @@ Scalar instantiate_all() {
   total += rdrop::RDropRegressionLoss<Scalar>().EvaluateWithGradient(t, Eigen::Tensor<Scalar, 3, Eigen::RowMajor>(2, 2, 3).setZero(), gt);
   total += rdrop::RDropLoss<Scalar, rdrop::JensenShannon<Scalar>>().Evaluate(x, y);
   total += rdrop::JensenShannon<Scalar>().Evaluate(x, x);
+
+  const rdrop::Dropout<Scalar> dropout(Scalar(0.3), 7);
+  RowMajor dropped;
+  dropout.Forward(x, dropped, 1);
+  dropout.Backward(xc, gc, 1);
+  total += dropout.Mask(4, 3, 1)(0, 0);
+  std::uint64_t step = 0;
+  auto forward = [&](const auto& in, bool on) {
+    RowMajor o = in;
+    if (on) dropout.Forward(in, o, ++step);
+    return o;
+  };
+  rdrop::ConsistencyOptions consistency;
+  consistency.passes = 2;
+  consistency.batch_rows = 3;
+  total += rdrop::MeasureConsistency(forward, x, Eigen::VectorXi::Zero(4), consistency).kl;
 
   auto tensor_doubled = rdrop::Duplicate(t);
   total += tensor_doubled(0, 0, 0);

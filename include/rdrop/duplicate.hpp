@@ -27,6 +27,8 @@ typename Derived::PlainObject Duplicate(const Eigen::DenseBase<Derived>& x,
                 "(labels as a column vector such as Eigen::VectorXi)");
   const Eigen::Index n = x.rows();
   Plain out(2 * n, x.cols());
+  // Nothing to copy; Eigen's row() of an N x 0 matrix offsets a null pointer.
+  if (out.size() == 0) return out;
   for (Eigen::Index i = 0; i < n; ++i) {
     const detail::PairRows r = detail::pair_rows(layout, i, 2 * n, 1);
     out.row(r.first) = x.row(i);
@@ -81,7 +83,8 @@ auto copy_view(M& m, Layout layout, int which, const char* where) {
   const bool interleaved = layout == Layout::Interleaved;
   const Eigen::Index first_row = which == 0 ? 0 : (interleaved ? 1 : rows / 2);
   const Eigen::Index step = interleaved ? 2 * row_step : row_step;
-  auto* data = m.data() + first_row * row_step;
+  // No offset into an empty object: its data() may be null.
+  auto* data = m.size() > 0 ? m.data() + first_row * row_step : m.data();
   return T::IsRowMajor ? View(data, rows / 2, m.cols(), Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(step, col_step))
                        : View(data, rows / 2, m.cols(), Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(col_step, step));
 }

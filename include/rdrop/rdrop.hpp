@@ -2,8 +2,10 @@
 // C++ training code. Include this header for everything.
 #pragma once
 
+#include "rdrop/consistency.hpp"
 #include "rdrop/cross_entropy.hpp"
 #include "rdrop/divergence.hpp"
+#include "rdrop/dropout.hpp"
 #include "rdrop/duplicate.hpp"
 #include "rdrop/jensen_shannon.hpp"
 #include "rdrop/kl_divergence.hpp"
