@@ -5,6 +5,7 @@
 #include "rdrop/detail/parallel.hpp"
 #include "rdrop/detail/rows.hpp"
 #include "rdrop/detail/softmax_kernels.hpp"
+#include "rdrop/kernels.hpp"
 #include "rdrop/reduction.hpp"
 
 #include <Eigen/Core>
@@ -73,19 +74,6 @@ inline constexpr bool is_divergence_v =
 
 namespace detail {
 
-template <bool PQ, bool QP, typename Scalar>
-SoftmaxPairValues<Scalar> softmax_kl_pair(const Scalar* a, const Scalar* b, Index n, Scalar w_pq,
-                                          Scalar w_qp, const CrossEntropyTarget<Scalar>& ce_a,
-                                          const CrossEntropyTarget<Scalar>& ce_b, Scalar* ga,
-                                          Scalar* gb) {
-  SoftmaxPairWeights<Scalar> w;
-  w.first = ce_a;
-  w.second = ce_b;
-  w.kl_pq = w_pq;
-  w.kl_qp = w_qp;
-  return softmax_pair<PQ, QP>(a, b, n, w, ga, gb);
-}
-
 /// D(a, b) for one pair, plus `weight`·∂D into ga/gb when they are given;
 /// the built-in softmax divergences also fold in the cross-entropy targets.
 template <typename D, typename Scalar>
@@ -101,26 +89,24 @@ PairResult<D, Scalar> divergence_pair(const D& d, const Scalar* a, const Scalar*
                                       const CrossEntropyTarget<Scalar>& ce_b, Scalar* ga,
                                       Scalar* gb) {
   PairResult<D, Scalar> r;
-  const bool want_grad = ga != nullptr;
-  Scalar* sa = want_grad ? ga : thread_scratch<Scalar>(n, 0);
-  Scalar* sb = want_grad ? gb : thread_scratch<Scalar>(n, 1);
   if constexpr (softmax_kl_weights<D>::fused) {
-    const Scalar w_pq = weight * Scalar(softmax_kl_weights<D>::pq);
-    const Scalar w_qp = weight * Scalar(softmax_kl_weights<D>::qp);
-    SoftmaxPairValues<Scalar> v;
-    if (weight == Scalar(0)) {
-      v = softmax_kl_pair<false, false>(a, b, n, w_pq, w_qp, ce_a, ce_b, sa, sb);
-    } else if constexpr (softmax_kl_weights<D>::qp == 0) {
-      v = softmax_kl_pair<true, false>(a, b, n, w_pq, w_qp, ce_a, ce_b, sa, sb);
-    } else if constexpr (softmax_kl_weights<D>::pq == 0) {
-      v = softmax_kl_pair<false, true>(a, b, n, w_pq, w_qp, ce_a, ce_b, sa, sb);
-    } else {
-      v = softmax_kl_pair<true, true>(a, b, n, w_pq, w_qp, ce_a, ce_b, sa, sb);
-    }
+    // The fused sweep (rdrop/kernels.hpp); null gradients: values only.
+    // The callers loop over pairs at a fixed step: the next pair's rows are
+    // predicted from that step and prefetched during this sweep.
+    kernels::PairWeights<Scalar> w;
+    w.first = ce_a;
+    w.second = ce_b;
+    w.kl_pq = weight * Scalar(softmax_kl_weights<D>::pq);
+    w.kl_qp = weight * Scalar(softmax_kl_weights<D>::qp);
+    const kernels::PairValues<Scalar> v =
+        kernels::rdrop_pair(a, b, n, w, ga, gb, predicted_next_pair(a, b, ga, gb));
     r.divergence = softmax_kl_weights<D>::value(v);
     r.ce_first = v.ce_first;
     r.ce_second = v.ce_second;
   } else {
+    const bool want_grad = ga != nullptr;
+    Scalar* sa = want_grad ? ga : thread_scratch<Scalar>(n, 0);
+    Scalar* sb = want_grad ? gb : thread_scratch<Scalar>(n, 1);
     r.ce_first = cross_entropy_row(a, n, ce_a, sa);
     r.ce_second = cross_entropy_row(b, n, ce_b, sb);
     const ConstRowMap<Scalar> ma(a, n), mb(b, n);

@@ -28,9 +28,8 @@ class JensenShannon : public PairedDivergence<JensenShannon<Scalar>, Scalar> {
   Scalar EvaluatePairWithGradient(ConstRowMap<Scalar> a, ConstRowMap<Scalar> b, RowMap<Scalar>& grad_a,
                                   RowMap<Scalar>& grad_b) const {
     const Parts t(a, b);
-    const Array g = t.own_term(t.log_p), h = t.own_term(t.log_q);
-    grad_a = t.p * (g - (t.p * g).sum());
-    grad_b = t.q * (h - (t.q * h).sum());
+    grad_a = t.p * (t.g - (t.p * t.g).sum());
+    grad_b = t.q * (t.h - (t.q * t.h).sum());
     return t.value();
   }
 
@@ -45,17 +44,30 @@ class JensenShannon : public PairedDivergence<JensenShannon<Scalar>, Scalar> {
   struct Parts {
     Parts(const ConstRowMap<Scalar>& a, const ConstRowMap<Scalar>& b)
         : log_p(a - log_sum_exp(a)), log_q(b - log_sum_exp(b)), p(log_p.exp()), q(log_q.exp()) {
+      // With hi = max(log p, log q) and Δ = log p − log q, log m is
+      // hi + log1p(exp(−|Δ|)) − log 2, so log x − log m = (log x − hi) + c
+      // with c = log 2 − log1p(exp(−|Δ|)) = log1p(tanh(|Δ|/2)): in
+      // [0, log 2], exactly 0 for Δ = 0, and no large hi is added and taken
+      // away again. Equal rows give exactly 0.
       const Array hi = log_p.max(log_q);
-      // logaddexp − log 2; where both are −inf, m = 0 too.
-      log_m = (hi.isInf()).select(hi, hi + (-(log_p - log_q).abs()).exp().log1p() - Scalar(std::log(2.0)));
+      const Array c = (Scalar(0.5) * (log_p - log_q).abs()).tanh().log1p();
+      g = own_term(log_p, hi, c);
+      h = own_term(log_q, hi, c);
     }
     /// ½(log x − log m) where x > 0, 0 where x = 0 (0 · log 0 = 0).
-    Array own_term(const Array& log_x) const {
-      return (log_x.isInf()).select(Array::Zero(log_x.size()), Scalar(0.5) * (log_x - log_m));
+    static Array own_term(const Array& log_x, const Array& hi, const Array& c) {
+      return (log_x.isInf()).select(Array::Zero(log_x.size()), Scalar(0.5) * ((log_x - hi) + c));
     }
-    Scalar value() const { return (p * own_term(log_p)).sum() + (q * own_term(log_q)).sum(); }
+    /// Σ_j ½[p_j log(p_j/m_j) + q_j log(q_j/m_j)]: every class's term is
+    /// ≥ 0 (it is (p_j + q_j)·(log 2 − H(p_j/(p_j + q_j)))), so the terms are
+    /// clamped at 0 against rounding and the sum is never negative. (select,
+    /// not max: a NaN term must stay NaN.)
+    Scalar value() const {
+      const Array terms = p * g + q * h;
+      return (terms < Scalar(0)).select(Array::Zero(terms.size()), terms).sum();
+    }
 
-    Array log_p, log_q, p, q, log_m;
+    Array log_p, log_q, p, q, g, h;
   };
 };
 

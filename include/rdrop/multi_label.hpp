@@ -70,7 +70,7 @@ class RDropMultiLabelLoss : public PairedLoss<RDropMultiLabelLoss<Scalar, Diverg
   friend class PairedLoss<RDropMultiLabelLoss<Scalar, Divergence>, Scalar>;
 
  public:
-  /// Throws std::invalid_argument for α < 0 or threads < 0.
+  /// Throws std::invalid_argument for α < 0 (or infinite, or NaN) or threads < 0.
   explicit RDropMultiLabelLoss(MultiLabelOptions<Scalar> options = {}, Divergence divergence = Divergence())
       : options_(options), divergence_(std::move(divergence)) {
     detail::check_common_options(options_, "RDropMultiLabelLoss::RDropMultiLabelLoss");
@@ -99,8 +99,8 @@ class RDropMultiLabelLoss : public PairedLoss<RDropMultiLabelLoss<Scalar, Diverg
     const detail::ConstRows<Scalar>& tr = t.rows->rows();
     detail::resolve_target_rows(tr, t.rows->shape(), shape, options_.layout, where, t.row_of);
     for (Eigen::Index i = 0; i < tr.rows; ++i) {
-      const ConstRowMap<Scalar> row(tr.row(i), tr.cols);
-      if (!((row >= Scalar(0)) && (row <= Scalar(1))).all()) {
+      const ConstRowMap<Scalar> target_row(tr.row(i), tr.cols);
+      if (!((target_row >= Scalar(0)) && (target_row <= Scalar(1))).all()) {
         detail::fail(where, "argument 'targets' row " + std::to_string(i) +
                                 " has a value outside [0, 1] (or NaN); multi-label targets are probabilities");
       }

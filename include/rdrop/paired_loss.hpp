@@ -12,6 +12,7 @@
 
 #include <Eigen/Core>
 
+#include <cmath>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -20,11 +21,12 @@
 namespace rdrop {
 
 namespace detail {
-/// Checks the options every R-Drop loss has (alpha, threads).
+/// Checks the options every R-Drop loss has (alpha, threads). An infinite
+/// α is refused too: it would turn every loss into inf or NaN (inf · 0).
 template <typename Options>
 void check_common_options(const Options& o, const char* where) {
-  if (!(o.alpha >= 0)) {
-    fail(where, "argument 'alpha' is " + std::to_string(o.alpha) + "; expected alpha >= 0");
+  if (!(o.alpha >= 0 && std::isfinite(o.alpha))) {
+    fail(where, "argument 'alpha' is " + std::to_string(o.alpha) + "; expected a finite alpha >= 0");
   }
   if (o.threads < 0) {
     fail(where, "argument 'threads' is " + std::to_string(o.threads) + "; expected >= 0");

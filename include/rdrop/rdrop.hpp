@@ -8,6 +8,7 @@
 #include "rdrop/dropout.hpp"
 #include "rdrop/duplicate.hpp"
 #include "rdrop/jensen_shannon.hpp"
+#include "rdrop/kernels.hpp"
 #include "rdrop/kl_divergence.hpp"
 #include "rdrop/layout.hpp"
 #include "rdrop/multi_label.hpp"

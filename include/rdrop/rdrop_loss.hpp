@@ -77,7 +77,7 @@ class RDropLoss : public PairedLoss<RDropLoss<Scalar, Divergence>, Scalar> {
   friend class PairedLoss<RDropLoss<Scalar, Divergence>, Scalar>;
 
  public:
-  /// Throws std::invalid_argument for α < 0 (or NaN), ε outside [0, 1) or
+  /// Throws std::invalid_argument for α < 0 (or infinite, or NaN), ε outside [0, 1) or
   /// threads < 0.
   explicit RDropLoss(RDropOptions<Scalar> options = {}, Divergence divergence = Divergence())
       : options_(options), divergence_(std::move(divergence)) {

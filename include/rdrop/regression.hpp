@@ -58,7 +58,7 @@ class RDropRegressionLoss : public PairedLoss<RDropRegressionLoss<Scalar, Diverg
   friend class PairedLoss<RDropRegressionLoss<Scalar, Divergence>, Scalar>;
 
  public:
-  /// Throws std::invalid_argument for α < 0 or threads < 0.
+  /// Throws std::invalid_argument for α < 0 (or infinite, or NaN) or threads < 0.
   explicit RDropRegressionLoss(RegressionOptions<Scalar> options = {}, Divergence divergence = Divergence())
       : options_(options), divergence_(std::move(divergence)) {
     detail::check_common_options(options_, "RDropRegressionLoss::RDropRegressionLoss");

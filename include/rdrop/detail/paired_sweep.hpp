@@ -53,8 +53,8 @@ inline PairPlan make_plan(const Shape& shape, Layout layout, std::vector<Index> 
   if (!row_keep.empty()) {
     for (Index k = 0; k < plan.pairs(); ++k) {
       const PairRows r = plan.rows_of(k);
-      plan.pair_active[static_cast<std::size_t>(k)] =
-          row_keep[static_cast<std::size_t>(r.first)] && row_keep[static_cast<std::size_t>(r.second)];
+      plan.pair_active[static_cast<std::size_t>(k)] = static_cast<char>(
+          row_keep[static_cast<std::size_t>(r.first)] && row_keep[static_cast<std::size_t>(r.second)]);
     }
   }
   plan.counts.rows = plan.rows;

@@ -2,23 +2,32 @@
 // paired sweep (two log-sum-exps, both KL directions, cross-entropy on both
 // copies and both gradient rows). Everything is computed from logits: one
 // exp per element and copy, one log per row, no log of a probability.
+// The public, documented entry points are in rdrop/kernels.hpp.
 #pragma once
 
 #include "rdrop/detail/packet.hpp"
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 namespace rdrop::detail {
+
+/// Per-row scalar work (log-sum-exps, gaps, gradient constants) runs in
+/// double for float rows: it is O(1) per row and saves float digits where
+/// nearly equal quantities are subtracted.
+template <typename Scalar>
+using Wide = std::conditional_t<std::is_same_v<Scalar, float>, double, Scalar>;
 
 template <typename Scalar>
 struct ShiftedExp {
   Scalar lse;      ///< log Σ exp(x)
   Scalar inv_sum;  ///< 1 / Σ exp(x − max): turns the stored exps into softmax
-  Scalar max;      ///< max x
-  Scalar log_sum;  ///< log Σ exp(x − max), so lse = max + log_sum
 };
 
 /// Writes e_j = exp(x_j − max x) and returns the row's log-sum-exp.
@@ -27,25 +36,27 @@ template <typename Scalar>
 ShiftedExp<Scalar> shifted_exp(const Scalar* x, Eigen::Index n, Scalar* e) {
   const Scalar m = Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(x, n).maxCoeff();
   SumAccumulator<Scalar> sum;
-  for_each_packet<Scalar>(n, [&](auto tag, Eigen::Index j) {
-    using P = decltype(tag);
-    const P xj = load<P>(x + j);
-    // Eigen's pexp clamps its argument, so exp(-inf) comes out as a tiny
-    // positive number; masked classes must have probability exactly 0.
-    const P v = pm::pandnot(pm::pexp(pm::psub(xj, pm::pset1<P>(m))),
-                            pm::pcmp_eq(xj, pm::pset1<P>(-std::numeric_limits<Scalar>::infinity())));
-    store(e + j, v);
-    sum.add(v);
-  });
+  for_each_packet<Scalar>(
+      n,
+      [&](auto tag, Eigen::Index j) {
+        using P = decltype(tag);
+        const P v = pm::pexp(pm::psub(load<P>(x + j), pm::pset1<P>(m)));
+        store(e + j, v);
+        sum.add(v);
+      },
+      [&] { sum.flush(); });
   const Scalar s = sum.total();
-  const Scalar log_s = std::log(s);
-  return {m + log_s, Scalar(1) / s, m, log_s};
+  return {static_cast<Scalar>(Wide<Scalar>(m) + std::log(Wide<Scalar>(s))), Scalar(1) / s};
 }
 
 /// Σ_j x_j, needed only for the label-smoothing term.
 template <typename Scalar>
 Scalar row_sum(const Scalar* x, Eigen::Index n) {
-  return Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>(x, n).sum();
+  SumAccumulator<Scalar> sum;
+  for_each_packet<Scalar>(
+      n, [&](auto tag, Eigen::Index j) { sum.add(load<decltype(tag)>(x + j)); },
+      [&] { sum.flush(); });
+  return sum.total();
 }
 
 /// What the cross-entropy of one row needs besides its log-sum-exp.
@@ -56,18 +67,26 @@ struct CrossEntropyTarget {
   Scalar weight = 0;        ///< scale of this row's gradient
 };
 
-/// CE of a row, written as (1−ε)(lse − x_y) + ε(lse − mean x): both parts
-/// are non-negative, so nothing cancels; lse − x_y is taken as
-/// (max − x_y) + log_sum so that logits near 1e4 do not round it in float.
+/// CE of a row with log-sum-exp `lse` and logit sum `sum` (read only when
+/// ε ≠ 0), written as (1−ε)(lse − x_y) + ε(lse − mean x): both parts are
+/// non-negative, so nothing cancels.
 template <typename Scalar>
-Scalar cross_entropy_value(const Scalar* x, Eigen::Index n, const ShiftedExp<Scalar>& se,
+Scalar cross_entropy_from(const Scalar* x, Eigen::Index n, Wide<Scalar> lse, Wide<Scalar> sum,
+                          const CrossEntropyTarget<Scalar>& t) {
+  using W = Wide<Scalar>;
+  if (t.label < 0) return Scalar(0);
+  W ce = (W(1) - W(t.smoothing)) * (lse - W(x[t.label]));
+  if (t.smoothing != Scalar(0)) ce += W(t.smoothing) * (lse - sum / static_cast<W>(n));
+  return static_cast<Scalar>(ce);
+}
+
+/// CE of a row with log-sum-exp `lse`.
+template <typename Scalar>
+Scalar cross_entropy_value(const Scalar* x, Eigen::Index n, Scalar lse,
                            const CrossEntropyTarget<Scalar>& t) {
   if (t.label < 0) return Scalar(0);
-  Scalar ce = (Scalar(1) - t.smoothing) * ((se.max - x[t.label]) + se.log_sum);
-  if (t.smoothing != Scalar(0)) {
-    ce += t.smoothing * ((se.max - row_sum(x, n) / static_cast<Scalar>(n)) + se.log_sum);
-  }
-  return ce;
+  const Wide<Scalar> sum = t.smoothing != Scalar(0) ? Wide<Scalar>(row_sum(x, n)) : 0;
+  return cross_entropy_from(x, n, Wide<Scalar>(lse), sum, t);
 }
 
 /// Cross-entropy of one row. When `grad` is not null it must hold the row's
@@ -76,7 +95,7 @@ template <typename Scalar>
 Scalar cross_entropy_row(const Scalar* x, Eigen::Index n, const CrossEntropyTarget<Scalar>& t,
                          Scalar* e_then_grad) {
   const ShiftedExp<Scalar> se = shifted_exp(x, n, e_then_grad);
-  const Scalar value = cross_entropy_value(x, n, se, t);
+  const Scalar value = cross_entropy_value(x, n, se.lse, t);
   Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> g(e_then_grad, n);
   if (t.label < 0 || t.weight == Scalar(0)) {
     g.setZero();
@@ -90,15 +109,15 @@ Scalar cross_entropy_row(const Scalar* x, Eigen::Index n, const CrossEntropyTarg
 /// Values of one pair of softmax rows p = softmax(a), q = softmax(b).
 template <typename Scalar>
 struct SoftmaxPairValues {
-  Scalar ce_first = 0;
-  Scalar ce_second = 0;
+  Scalar ce_first = 0;   ///< CE(a, first target), 0 without a label
+  Scalar ce_second = 0;  ///< CE(b, second target), 0 without a label
   Scalar kl_pq = 0;      ///< KL(p‖q)
   Scalar kl_qp = 0;      ///< KL(q‖p)
   Scalar symmetric = 0;  ///< ½[KL(p‖q) + KL(q‖p)]
 };
 
-/// Gradient weights of one pair; a zero-weight KL direction is compiled out
-/// (see softmax_pair) so that its infinities cannot turn into NaN.
+/// Gradient weights of one pair. A zero KL weight removes that direction
+/// from the gradient entirely, so its infinities cannot turn into NaN.
 template <typename Scalar>
 struct SoftmaxPairWeights {
   CrossEntropyTarget<Scalar> first;
@@ -107,87 +126,581 @@ struct SoftmaxPairWeights {
   Scalar kl_qp = 0;
 };
 
-/// The fused paired sweep. `ga` and `gb` (length n, never null) first receive
-/// the shifted exps of a and b, then the gradients
-///   ga = w_pq·p⊙(d − KL(p‖q)) + w_qp·(p − q) + w_a·(p − t_a)
-///   gb = w_pq·(q − p) + w_qp·q⊙(−d − KL(q‖p)) + w_b·(q − t_b)
-/// with d = log p − log q. Passes over the pair: max, exp (two exps per
-/// element), sums, gradient; a row of 32k floats stays in L2 between them.
-/// Classes at −inf in both rows contribute exactly 0; at −inf in one row
-/// only they make the KL that divides by it +inf, its true value.
+/// Rows of the pair swept after this one (null: none known). The sweep
+/// prefetches them while it computes, so that the next pair's memory traffic
+/// overlaps this pair's arithmetic.
+template <typename Scalar>
+struct NextPair {
+  const Scalar* a = nullptr;
+  const Scalar* b = nullptr;
+  Scalar* grad_a = nullptr;
+  Scalar* grad_b = nullptr;
+};
+
+/// For sweeps called pair after pair without telling which pair comes next
+/// (the functors' loops): the pair one step further along, where the step
+/// between this call's rows and the previous call's on the same thread was
+/// the same twice in a row (a software stride prefetcher). A wrong guess
+/// only costs useless prefetches: prefetching never faults.
+template <typename Scalar>
+NextPair<Scalar> predicted_next_pair(const Scalar* a, const Scalar* b, Scalar* ga, Scalar* gb) {
+  using U = std::uintptr_t;
+  struct Record {
+    U rows[4] = {0, 0, 0, 0};
+    U steps[4] = {0, 0, 0, 0};
+  };
+  thread_local Record last;
+  const U now[4] = {reinterpret_cast<U>(a), reinterpret_cast<U>(b), reinterpret_cast<U>(ga),
+                    reinterpret_cast<U>(gb)};
+  const int rows = ga != nullptr ? 4 : 2;
+  bool steady = true;
+  U steps[4] = {0, 0, 0, 0};
+  for (int i = 0; i < rows; ++i) {
+    steps[i] = now[i] - last.rows[i];
+    steady = steady && steps[i] == last.steps[i] && steps[i] != 0;
+    last.rows[i] = now[i];
+    last.steps[i] = steps[i];
+  }
+  NextPair<Scalar> next;
+  if (steady) {
+    next.a = reinterpret_cast<const Scalar*>(now[0] + steps[0]);
+    next.b = reinterpret_cast<const Scalar*>(now[1] + steps[1]);
+    if (ga != nullptr) {
+      next.grad_a = reinterpret_cast<Scalar*>(now[2] + steps[2]);
+      next.grad_b = reinterpret_cast<Scalar*>(now[3] + steps[3]);
+    }
+  }
+  return next;
+}
+
+namespace pair_sweep {
+
+// Each pass is an explicit loop over full packets with its accumulators in
+// local variables, so that they live in registers (a lambda capturing them
+// by reference left them in memory, behind stores that may alias them),
+// then the row's last partial packet, padded (see PaddedTail), through the
+// same per-packet arithmetic. Sums are blocked (see kBlockPackets).
+
+template <typename Scalar>
+EIGEN_STRONG_INLINE Eigen::Index block_end(Eigen::Index start, Eigen::Index full) {
+  return std::min(full, start + kBlockPackets * packet_size<Scalar>);
+}
+
+/// Up to four rows to pull into L1 during the exps pass, one line per
+/// packet. Read prefetches serve the rows about to be written too: a line no
+/// other core holds arrives exclusive, and the write needs no second trip.
+template <typename Scalar>
+struct Prefetch {
+  const Scalar* rows[4] = {nullptr, nullptr, nullptr, nullptr};
+  int count = 0;
+
+  void add(const Scalar* row) {
+    if (row != nullptr && count < 4) rows[count++] = row;
+  }
+
+  template <int Rows>
+  EIGEN_STRONG_INLINE void at(Eigen::Index j) const {
+    for (int r = 0; r < Rows; ++r) {
+#if defined(__GNUC__) || defined(__clang__)
+      __builtin_prefetch(rows[r] + j, 0, 3);
+#else
+      (void)j;
+#endif
+    }
+  }
+};
+
+/// Calls f(std::integral_constant<int, rows>{}) for the prefetch plans in
+/// use (0, 2 or 4 rows), so that each runs a compile-time variant.
+template <typename F>
+EIGEN_STRONG_INLINE decltype(auto) with_rows(int rows, F&& f) {
+  if (rows >= 4) return f(std::integral_constant<int, 4>{});
+  if (rows >= 2) return f(std::integral_constant<int, 2>{});
+  return f(std::integral_constant<int, 0>{});
+}
+
+/// exp(x − max), and exactly 0 where x = −inf when Masked (Eigen's
+/// non-AVX-512 exps give a tiny denormal there, which must not meet the NaN
+/// of −inf − −inf later). A NaN logit keeps its NaN.
+template <bool Masked, typename X>
+EIGEN_ALWAYS_INLINE X shifted_exp_of(const X& x, const X& max, const X& minus_inf) {
+  const X e = pm::pexp(pm::psub(x, max));
+  if constexpr (Masked) {
+    return pm::pandnot(e, pm::pcmp_eq(x, minus_inf));
+  } else {
+    (void)minus_inf;
+    return e;
+  }
+}
+
+/// What the exps pass learns about the two rows besides the exps.
+template <typename Scalar>
+struct ExpSums {
+  Scalar exp_a = 0, exp_b = 0;  ///< Σ exp(x − shift)
+  Scalar max_a = 0, max_b = 0;  ///< the true row maxima
+  Scalar sum_a = 0, sum_b = 0;  ///< Σ x, when label smoothing needs it
+};
+
+/// The first pass: e = exp(x − shift) for both rows, stored into ea / eb,
+/// with their sums, the rows' maxima (to check the shift afterwards) and,
+/// WithSums, the sums of the logits. Two exps per element, the only ones of
+/// the sweep.
+template <bool Masked, bool WithSums, int PrefetchRows, typename Scalar>
+ExpSums<Scalar> shifted_exps(const Scalar* a, const Scalar* b, Eigen::Index n, Scalar shift_a,
+                             Scalar shift_b, Scalar* ea, Scalar* eb, const Prefetch<Scalar>& ahead) {
+  using P = Packet<Scalar>;
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  const auto max_of = [](Scalar l, Scalar r) { return std::max(l, r); };
+  const Eigen::Index full = full_packets_end<Scalar>(n);
+  const P zero = pm::pset1<P>(Scalar(0)), minus_inf = pm::pset1<P>(-inf);
+  const P shift_a_p = pm::pset1<P>(shift_a), shift_b_p = pm::pset1<P>(shift_b);
+  P total_a = zero, total_b = zero, max_a = minus_inf, max_b = minus_inf, xsum_a = zero,
+    xsum_b = zero;
+  for (Eigen::Index start = 0; start < full;) {
+    const Eigen::Index stop = block_end<Scalar>(start, full);
+    P block_a = zero, block_b = zero, xblock_a = zero, xblock_b = zero;
+    for (Eigen::Index j = start; j < stop; j += packet_size<Scalar>) {
+      ahead.template at<PrefetchRows>(j);
+      const P va = pm::ploadu<P>(a + j), vb = pm::ploadu<P>(b + j);
+      const P xa = shifted_exp_of<Masked>(va, shift_a_p, minus_inf);
+      const P xb = shifted_exp_of<Masked>(vb, shift_b_p, minus_inf);
+      pm::pstoreu(ea + j, xa);
+      pm::pstoreu(eb + j, xb);
+      block_a = pm::padd(block_a, xa);
+      block_b = pm::padd(block_b, xb);
+      max_a = pm::pmax(max_a, va);
+      max_b = pm::pmax(max_b, vb);
+      if constexpr (WithSums) {
+        xblock_a = pm::padd(xblock_a, va);
+        xblock_b = pm::padd(xblock_b, vb);
+      }
+    }
+    total_a = pm::padd(total_a, block_a);
+    total_b = pm::padd(total_b, block_b);
+    if constexpr (WithSums) {
+      xsum_a = pm::padd(xsum_a, xblock_a);
+      xsum_b = pm::padd(xsum_b, xblock_b);
+    }
+    start = stop;
+  }
+  const PaddedTail<Scalar> tail(n);
+  if (!tail.empty()) {
+    // Padding: −inf for the maxima; its exps and logits masked to exact 0.
+    const P keep = tail.lanes();
+    const P va = tail.load(a, -inf), vb = tail.load(b, -inf);
+    const P xa = keep_if(keep, shifted_exp_of<Masked>(va, shift_a_p, minus_inf));
+    const P xb = keep_if(keep, shifted_exp_of<Masked>(vb, shift_b_p, minus_inf));
+    tail.store(ea, xa);
+    tail.store(eb, xb);
+    total_a = pm::padd(total_a, xa);
+    total_b = pm::padd(total_b, xb);
+    max_a = pm::pmax(max_a, va);
+    max_b = pm::pmax(max_b, vb);
+    if constexpr (WithSums) {
+      xsum_a = pm::padd(xsum_a, keep_if(keep, va));
+      xsum_b = pm::padd(xsum_b, keep_if(keep, vb));
+    }
+  }
+  ExpSums<Scalar> r;
+  r.exp_a = sum_lanes<Scalar>(total_a);
+  r.exp_b = sum_lanes<Scalar>(total_b);
+  r.max_a = reduce_lanes<Scalar>(max_a, max_of);
+  r.max_b = reduce_lanes<Scalar>(max_b, max_of);
+  if constexpr (WithSums) {
+    r.sum_a = sum_lanes<Scalar>(xsum_a);
+    r.sum_b = sum_lanes<Scalar>(xsum_b);
+  }
+  return r;
+}
+
+/// A shift for the exps before the row max is known: the max of the row's
+/// first packet, ≤ the row max. It is kept when the row max exceeds it by
+/// less than `headroom` (then no exp nor their sum can overflow), which
+/// saves a separate pass for the max; otherwise the exps are redone.
+template <typename Scalar>
+Scalar first_packet_max(const Scalar* x, Eigen::Index n) {
+  const auto max_of = [](Scalar l, Scalar r) { return std::max(l, r); };
+  if (n >= packet_size<Scalar>) return reduce_lanes<Scalar>(pm::ploadu<Packet<Scalar>>(x), max_of);
+  Scalar r = x[0];
+  for (Eigen::Index j = 1; j < n; ++j) r = std::max(r, x[j]);
+  return r;
+}
+
+template <typename Scalar>
+Wide<Scalar> shift_headroom(Eigen::Index n) {
+  using W = Wide<Scalar>;
+  return std::log(W(std::numeric_limits<Scalar>::max())) - std::log(W(n)) - W(4);
+}
+
+/// One element's (or packet's) terms of the divergence sums; with
+/// p = ea/Σea, q = eb/Σeb, d = a − b − gap (= log p − log q):
+///   S    term (p − q)·d        ≥ 0
+///   KLpq term p·d − (p − q)    ≥ 0
+///   KLqp term (p − q) − q·d    ≥ 0
+/// The ± (p − q) add Σ(p − q) = 0 in exact arithmetic and make every KL term
+/// non-negative, so no sum cancels. (S keeps a relative error ~ε/|d|; each
+/// KL alone an absolute error of a few ε, from the rounding of p and q.)
+/// Masked (rows with −inf): p·d, q·d and (p − q)·d vanish where the
+/// probability (or the difference) is exactly 0, so −inf − −inf = NaN stays
+/// out; the exps are exactly 0 there (see shifted_exp_of).
+template <typename X>
+struct DivergenceTerms {
+  X sym, pq, qp;
+};
+
+template <bool Masked, typename X>
+EIGEN_ALWAYS_INLINE DivergenceTerms<X> divergence_terms(const X& a, const X& b, const X& ea,
+                                                        const X& eb, const X& inv_a,
+                                                        const X& inv_b, const X& gap) {
+  using Scalar = typename pm::unpacket_traits<X>::type;
+  const X p = pm::pmul(ea, inv_a);
+  const X q = pm::pmul(eb, inv_b);
+  const X d = pm::psub(pm::psub(a, b), gap);
+  const X p_minus_q = pm::psub(p, q);
+  if constexpr (Masked) {
+    const X zero = pm::pset1<X>(Scalar(0));
+    return {pm::pandnot(pm::pmul(p_minus_q, d), pm::pcmp_eq(p, q)),
+            pm::psub(keep_if(pm::pcmp_lt(zero, p), pm::pmul(p, d)), p_minus_q),
+            pm::psub(p_minus_q, keep_if(pm::pcmp_lt(zero, q), pm::pmul(q, d)))};
+  } else {
+    // p and q each feed an FMA as a direct operand, so no compiler fuses
+    // their products into p − q: then p − q is exactly antisymmetric (the
+    // symmetric KL of (a, b) and (b, a) agree bit for bit) and exactly 0 for
+    // equal rows, whatever -ffp-contract says.
+    return {pm::pmul(p_minus_q, d), pmsub(p, d, p_minus_q), pnmadd(q, d, p_minus_q)};
+  }
+}
+
+template <typename Scalar>
+struct DivergenceSums {
+  Scalar sym = 0;  ///< Σ (p − q)·d = 2S
+  Scalar pq = 0;   ///< KL(p‖q)
+  Scalar qp = 0;   ///< KL(q‖p)
+};
+
+/// Pass 2: the divergence sums. KL(q‖p) is summed too rather than taken as
+/// 2S − KL(p‖q): the gradient needs d + KL(q‖p) to cancel exactly for a
+/// near one-hot q, which only the sum over the same rounded d gives.
+template <bool Masked, typename Scalar>
+DivergenceSums<Scalar> divergence_sums(const Scalar* a, const Scalar* b, const Scalar* ea,
+                                       const Scalar* eb, Eigen::Index n, Scalar inv_a, Scalar inv_b,
+                                       Scalar gap) {
+  using P = Packet<Scalar>;
+  const Eigen::Index full = full_packets_end<Scalar>(n);
+  const P zero = pm::pset1<P>(Scalar(0));
+  const P inv_a_p = pm::pset1<P>(inv_a), inv_b_p = pm::pset1<P>(inv_b), gap_p = pm::pset1<P>(gap);
+  P total_sym = zero, total_pq = zero, total_qp = zero;
+  for (Eigen::Index start = 0; start < full;) {
+    const Eigen::Index stop = block_end<Scalar>(start, full);
+    P block_sym = zero, block_pq = zero, block_qp = zero;
+    for (Eigen::Index j = start; j < stop; j += packet_size<Scalar>) {
+      const auto t = divergence_terms<Masked>(pm::ploadu<P>(a + j), pm::ploadu<P>(b + j),
+                                              pm::ploadu<P>(ea + j), pm::ploadu<P>(eb + j),
+                                              inv_a_p, inv_b_p, gap_p);
+      block_sym = pm::padd(block_sym, t.sym);
+      block_pq = pm::padd(block_pq, t.pq);
+      block_qp = pm::padd(block_qp, t.qp);
+    }
+    total_sym = pm::padd(total_sym, block_sym);
+    total_pq = pm::padd(total_pq, block_pq);
+    total_qp = pm::padd(total_qp, block_qp);
+    start = stop;
+  }
+  const PaddedTail<Scalar> tail(n);
+  if (!tail.empty()) {
+    // Zero-padded exps and logits: every term of a padding lane is exactly 0.
+    const auto t = divergence_terms<Masked>(tail.load(a, Scalar(0)), tail.load(b, Scalar(0)),
+                                            tail.load(ea, Scalar(0)), tail.load(eb, Scalar(0)),
+                                            inv_a_p, inv_b_p, gap_p);
+    total_sym = pm::padd(total_sym, t.sym);
+    total_pq = pm::padd(total_pq, t.pq);
+    total_qp = pm::padd(total_qp, t.qp);
+  }
+  DivergenceSums<Scalar> s;
+  s.sym = sum_lanes<Scalar>(total_sym);
+  s.pq = sum_lanes<Scalar>(total_pq);
+  s.qp = sum_lanes<Scalar>(total_qp);
+  // Every term is ≥ 0 in exact arithmetic; rounding may still leave a sum a
+  // hair below 0 (near one-hot rows), and a divergence is never negative.
+  // (NaN stays NaN.)
+  const auto non_negative = [](Scalar x) { return x < Scalar(0) ? Scalar(0) : x; };
+  s.sym = non_negative(s.sym);
+  s.pq = non_negative(s.pq);
+  s.qp = non_negative(s.qp);
+  return s;
+}
+
+/// Constants of the finite-row gradient pass, with d = a − b − gap:
+///   ga = ea·(a1·(d − KLpq) + a0) − (aq·eb + shift_a)
+///   gb = eb·(b1·(d + KLqp) + b0) − (bp·ea + shift_b)
+/// which is, expanded,
+///   ga = w_pq·p⊙(d − KLpq) + w_qp·(p − q) + w_a·p − w_a·ε/C
+///   gb = w_qp·q⊙(−d − KLqp) + w_pq·(q − p) + w_b·q − w_b·ε/C.
+/// d − KLpq and d + KLqp are formed in the packet, not folded into the
+/// constants: for a near one-hot p they cancel exactly (KLpq is summed from
+/// the same rounded d), which keeps huge logits (|x| ~ 1e4) accurate.
+template <typename Scalar>
+struct GradientConstants {
+  Scalar gap, kl_pq, kl_qp;
+  Scalar a1, a0, aq, shift_a;
+  Scalar b1, b0, bp, shift_b;
+};
+
+template <typename X>
+struct GradientPacket {
+  X gap, kl_pq, kl_qp, a1, a0, aq, shift_a, b1, b0, bp, shift_b;
+};
+
+/// The constants broadcast to the width of `tag` (deduced, see packet.hpp).
+template <typename X, typename Scalar>
+EIGEN_ALWAYS_INLINE GradientPacket<X> broadcast(const X&, const GradientConstants<Scalar>& k) {
+  return {pm::pset1<X>(k.gap), pm::pset1<X>(k.kl_pq), pm::pset1<X>(k.kl_qp),
+          pm::pset1<X>(k.a1),  pm::pset1<X>(k.a0),    pm::pset1<X>(k.aq),
+          pm::pset1<X>(k.shift_a), pm::pset1<X>(k.b1), pm::pset1<X>(k.b0),
+          pm::pset1<X>(k.bp),  pm::pset1<X>(k.shift_b)};
+}
+
+template <typename X>
+struct GradientPair {
+  X a, b;
+};
+
+template <typename X>
+EIGEN_ALWAYS_INLINE GradientPair<X> gradient_of(const X& a, const X& b, const X& ea, const X& eb,
+                                                const GradientPacket<X>& k) {
+  const X d = pm::psub(pm::psub(a, b), k.gap);
+  return {pmsub(ea, pm::pmadd(k.a1, pm::psub(d, k.kl_pq), k.a0), pm::pmadd(k.aq, eb, k.shift_a)),
+          pmsub(eb, pm::pmadd(k.b1, pm::padd(d, k.kl_qp), k.b0), pm::pmadd(k.bp, ea, k.shift_b))};
+}
+
+/// Pass 3 on finite rows: both gradient rows, overwriting the exps.
+template <typename Scalar>
+void gradients(const Scalar* a, const Scalar* b, Eigen::Index n, const GradientConstants<Scalar>& k,
+               Scalar* ga, Scalar* gb) {
+  using P = Packet<Scalar>;
+  const Eigen::Index full = full_packets_end<Scalar>(n);
+  const auto kp = broadcast(P{}, k);
+  for (Eigen::Index j = 0; j < full; j += packet_size<Scalar>) {
+    const auto out = gradient_of(pm::ploadu<P>(a + j), pm::ploadu<P>(b + j),
+                                 pm::ploadu<P>(ga + j), pm::ploadu<P>(gb + j), kp);
+    pm::pstoreu(ga + j, out.a);
+    pm::pstoreu(gb + j, out.b);
+  }
+  const PaddedTail<Scalar> tail(n);
+  if (!tail.empty()) {
+    const auto out = gradient_of(tail.load(a, Scalar(0)), tail.load(b, Scalar(0)),
+                                 tail.load(ga, Scalar(0)), tail.load(gb, Scalar(0)), kp);
+    tail.store(ga, out.a);
+    tail.store(gb, out.b);
+  }
+}
+
+/// Pass 3 on rows with infinities, term by term with masks: a class at −inf
+/// in both rows gets exactly the CE part; a zero KL weight drops its terms.
 template <bool WithPQ, bool WithQP, typename Scalar>
-SoftmaxPairValues<Scalar> softmax_pair(const Scalar* a, const Scalar* b, Eigen::Index n,
-                                       const SoftmaxPairWeights<Scalar>& w, Scalar* ga,
-                                       Scalar* gb) {
-  const ShiftedExp<Scalar> sa = shifted_exp(a, n, ga);
-  const ShiftedExp<Scalar> sb = shifted_exp(b, n, gb);
-  // log p − log q = (a − b) − gap; the gap is formed from the maxima and the
-  // O(1) log-sums, not from two log-sum-exps already rounded at |x| ~ 1e4.
-  const Scalar lse_gap = (sa.max - sb.max) + (sa.log_sum - sb.log_sum);
-
-  // p·d, q·d and (p − q)·d vanish where the probability (or the difference)
-  // is exactly 0; masking keeps −inf − −inf = NaN out of them. The KL sums
-  // carry + (q − p) and + (p − q): they add 0 in exact arithmetic and make
-  // every term non-negative, so small divergences keep their digits.
-  SumAccumulator<Scalar> acc_pq, acc_qp, acc_sym;
+void masked_gradients(const Scalar* a, const Scalar* b, Eigen::Index n, Scalar inv_a, Scalar inv_b,
+                      Scalar gap, Scalar kl_pq, Scalar kl_qp, Scalar w_pq, Scalar w_qp, Scalar wa,
+                      Scalar wb, Scalar shift_a, Scalar shift_b, Scalar* ga, Scalar* gb) {
   for_each_packet<Scalar>(n, [&](auto tag, Eigen::Index j) {
-    using P = decltype(tag);
-    const P zero = pm::pset1<P>(Scalar(0));
-    const P p = pm::pmul(load<P>(ga + j), pm::pset1<P>(sa.inv_sum));
-    const P q = pm::pmul(load<P>(gb + j), pm::pset1<P>(sb.inv_sum));
-    const P d = pm::psub(pm::psub(load<P>(a + j), load<P>(b + j)), pm::pset1<P>(lse_gap));
-    const P p_minus_q = pm::psub(p, q);
-    acc_sym.add(pm::pandnot(pm::pmul(p_minus_q, d), pm::pcmp_eq(p, q)));
-    if constexpr (WithPQ) {
-      acc_pq.add(pm::psub(keep_if(pm::pcmp_lt(zero, p), pm::pmul(p, d)), p_minus_q));
-    }
-    if constexpr (WithQP) {
-      acc_qp.add(pm::padd(keep_if(pm::pcmp_lt(zero, q), pm::pnegate(pm::pmul(q, d))), p_minus_q));
-    }
-  });
-
-  SoftmaxPairValues<Scalar> v;
-  v.symmetric = Scalar(0.5) * acc_sym.total();
-  v.kl_pq = WithPQ ? acc_pq.total() : Scalar(0);
-  v.kl_qp = WithQP ? acc_qp.total() : Scalar(0);
-  v.ce_first = cross_entropy_value(a, n, sa, w.first);
-  v.ce_second = cross_entropy_value(b, n, sb, w.second);
-
-  const Scalar wa = w.first.label < 0 ? Scalar(0) : w.first.weight;
-  const Scalar wb = w.second.label < 0 ? Scalar(0) : w.second.weight;
-  const Scalar inv_c = Scalar(1) / static_cast<Scalar>(n);
-  const Scalar shift_a = wa * w.first.smoothing * inv_c;
-  const Scalar shift_b = wb * w.second.smoothing * inv_c;
-  const Scalar kl_pq = v.kl_pq;
-  const Scalar kl_qp = v.kl_qp;
-  for_each_packet<Scalar>(n, [&](auto tag, Eigen::Index j) {
-    using P = decltype(tag);
-    const P zero = pm::pset1<P>(Scalar(0));
-    const P p = pm::pmul(load<P>(ga + j), pm::pset1<P>(sa.inv_sum));
-    const P q = pm::pmul(load<P>(gb + j), pm::pset1<P>(sb.inv_sum));
-    P out_a = pm::psub(pm::pmul(pm::pset1<P>(wa), p), pm::pset1<P>(shift_a));
-    P out_b = pm::psub(pm::pmul(pm::pset1<P>(wb), q), pm::pset1<P>(shift_b));
+    using X = decltype(tag);
+    const X zero = pm::pset1<X>(Scalar(0));
+    const X p = pm::pmul(load<X>(ga + j), pm::pset1<X>(inv_a));
+    const X q = pm::pmul(load<X>(gb + j), pm::pset1<X>(inv_b));
+    X out_a = pm::psub(pm::pmul(pm::pset1<X>(wa), p), pm::pset1<X>(shift_a));
+    X out_b = pm::psub(pm::pmul(pm::pset1<X>(wb), q), pm::pset1<X>(shift_b));
     if constexpr (WithPQ || WithQP) {
-      const P d = pm::psub(pm::psub(load<P>(a + j), load<P>(b + j)), pm::pset1<P>(lse_gap));
-      const P p_minus_q = pm::psub(p, q);
+      const X d = pm::psub(pm::psub(load<X>(a + j), load<X>(b + j)), pm::pset1<X>(gap));
+      const X p_minus_q = pm::psub(p, q);
       if constexpr (WithPQ) {
-        const P own = keep_if(pm::pcmp_lt(zero, p), pm::pmul(p, pm::psub(d, pm::pset1<P>(kl_pq))));
-        out_a = pm::pmadd(pm::pset1<P>(w.kl_pq), own, out_a);
-        out_b = pm::psub(out_b, pm::pmul(pm::pset1<P>(w.kl_pq), p_minus_q));
+        const X own = keep_if(pm::pcmp_lt(zero, p), pm::pmul(p, pm::psub(d, pm::pset1<X>(kl_pq))));
+        out_a = pm::pmadd(pm::pset1<X>(w_pq), own, out_a);
+        out_b = pm::psub(out_b, pm::pmul(pm::pset1<X>(w_pq), p_minus_q));
       }
       if constexpr (WithQP) {
-        const P own = keep_if(pm::pcmp_lt(zero, q),
-                              pm::pnegate(pm::pmul(q, pm::padd(d, pm::pset1<P>(kl_qp)))));
-        out_b = pm::pmadd(pm::pset1<P>(w.kl_qp), own, out_b);
-        out_a = pm::pmadd(pm::pset1<P>(w.kl_qp), p_minus_q, out_a);
+        const X own = keep_if(pm::pcmp_lt(zero, q),
+                              pm::pnegate(pm::pmul(q, pm::padd(d, pm::pset1<X>(kl_qp)))));
+        out_b = pm::pmadd(pm::pset1<X>(w_qp), own, out_b);
+        out_a = pm::pmadd(pm::pset1<X>(w_qp), p_minus_q, out_a);
       }
     }
     store(ga + j, out_a);
     store(gb + j, out_b);
   });
+}
+
+/// Scratch rows of at least n scalars for the calling thread, for sweeps
+/// that compute values only.
+template <typename Scalar>
+Scalar* scratch(Eigen::Index n, int slot) {
+  thread_local std::vector<Scalar> buffers[2];
+  std::vector<Scalar>& buffer = buffers[slot];
+  if (static_cast<Eigen::Index>(buffer.size()) < n) buffer.resize(static_cast<std::size_t>(n));
+  return buffer.data();
+}
+
+/// Calls f(std::bool_constant<flag>{}), so that a runtime flag picks a
+/// compile-time variant.
+template <typename F>
+EIGEN_STRONG_INLINE decltype(auto) with_flag(bool flag, F&& f) {
+  if (flag) return f(std::true_type{});
+  return f(std::false_type{});
+}
+
+}  // namespace pair_sweep
+
+/// The fused paired sweep over one pair of logit rows a, b (length n).
+/// With p = softmax(a), q = softmax(b), d = log p − log q it returns both
+/// cross-entropies, KL(p‖q), KL(q‖p) and their mean, and, when ga and gb are
+/// not null, overwrites them with
+///   ga = w_pq·p⊙(d − KL(p‖q)) + w_qp·(p − q) + w_a·(p − t_a)
+///   gb = w_pq·(q − p) + w_qp·q⊙(−d − KL(q‖p)) + w_b·(q − t_b)
+/// (t: the smoothed one-hot target; w_a, w_b: the targets' weights, 0 without
+/// a label). ga and gb may be null together: values only.
+///
+/// Three passes over the pair, whose rows stay in L1 (or L2, for long rows)
+/// between them: exps (two per element, stored in the gradient rows, shifted
+/// by the max of each row's first packet unless the row max lies too far
+/// above it, see first_packet_max), divergence sums, gradients. For short
+/// rows the exps pass also prefetches the four rows of `next` into L1.
+///
+/// Finite rows take unmasked passes. A row holding −inf (or +inf, or NaN)
+/// shows as a non-finite sum; the pair is then redone with masked passes:
+/// classes at −inf in both rows contribute exactly 0, at −inf in one row
+/// only they make the KL that divides by it +inf, its true value.
+template <typename Scalar>
+SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::Index n,
+                                     const SoftmaxPairWeights<Scalar>& w, Scalar* ga, Scalar* gb,
+                                     const NextPair<Scalar>& next = {}) {
+  using W = Wide<Scalar>;
+  namespace ps = pair_sweep;
+  SoftmaxPairValues<Scalar> v;
+  if (n <= 0) return v;
+  const bool want_grad = ga != nullptr;
+  if (!want_grad) {
+    ga = ps::scratch<Scalar>(n, 0);
+    gb = ps::scratch<Scalar>(n, 1);
+  }
+  // Prefetch plan (see above): short rows only; the current and the next
+  // pair, 8 rows, then fit in 32 KiB of L1. Long rows stream well enough on
+  // the hardware prefetchers, and pulling a whole next pair into L2 next to
+  // the current one measured slower.
+  const bool short_rows = n * static_cast<Eigen::Index>(sizeof(Scalar)) <= 4096;
+  ps::Prefetch<Scalar> ahead;
+  if (short_rows) {
+    ahead.add(next.a);
+    ahead.add(next.b);
+    if (want_grad) {
+      ahead.add(next.grad_a);
+      ahead.add(next.grad_b);
+    }
+  }
+
+  const bool with_ce_a = w.first.label >= 0, with_ce_b = w.second.label >= 0;
+  const bool smoothing = (with_ce_a && w.first.smoothing != Scalar(0)) ||
+                         (with_ce_b && w.second.smoothing != Scalar(0));
+
+  // Pass 1 (exps) and pass 2 (divergence sums), unmasked or masked.
+  Scalar exp_shift_a = ps::first_packet_max(a, n), exp_shift_b = ps::first_packet_max(b, n);
+  ps::ExpSums<Scalar> e;
+  Scalar inv_a = 0, inv_b = 0, gap = 0;
+  W gap_w = 0, log_exp_a = 0;
+  auto exps = [&](auto masked) {
+    constexpr bool Masked = decltype(masked)::value;
+    ps::with_rows(ahead.count, [&](auto rows) {
+      constexpr int Rows = decltype(rows)::value;
+      e = smoothing ? ps::shifted_exps<Masked, true, Rows>(a, b, n, exp_shift_a, exp_shift_b, ga, gb, ahead)
+                    : ps::shifted_exps<Masked, false, Rows>(a, b, n, exp_shift_a, exp_shift_b, ga, gb, ahead);
+    });
+  };
+  auto sums_of_exps = [&](auto masked) {
+    constexpr bool Masked = decltype(masked)::value;
+    // lse_a − lse_b as (shift_a − shift_b) + (log Σea − log Σeb): close
+    // copies (the R-Drop case) lose no digits to their large common
+    // log-sum-exp, and swapping a and b negates it exactly.
+    log_exp_a = std::log(W(e.exp_a));
+    gap_w = (W(exp_shift_a) - W(exp_shift_b)) + (log_exp_a - std::log(W(e.exp_b)));
+    gap = static_cast<Scalar>(gap_w);
+    inv_a = Scalar(1) / e.exp_a;
+    inv_b = Scalar(1) / e.exp_b;
+    return ps::divergence_sums<Masked>(a, b, ga, gb, n, inv_a, inv_b, gap);
+  };
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  exps(std::false_type{});
+  const W headroom = ps::shift_headroom<Scalar>(n);
+  bool masked = !(std::abs(e.max_a) < inf && std::abs(e.max_b) < inf);
+  if (!masked && !(W(e.max_a) - W(exp_shift_a) < headroom && W(e.max_b) - W(exp_shift_b) < headroom)) {
+    exp_shift_a = e.max_a;  // the guess was too low: redo with the maxima
+    exp_shift_b = e.max_b;
+    exps(std::false_type{});
+  }
+  ps::DivergenceSums<Scalar> sums;
+  if (!masked) {
+    sums = sums_of_exps(std::false_type{});
+    masked = !(std::abs(sums.sym) < inf && std::abs(sums.pq) < inf && std::abs(sums.qp) < inf);
+  }
+  if (masked) {
+    exp_shift_a = e.max_a;
+    exp_shift_b = e.max_b;
+    exps(std::true_type{});
+    sums = sums_of_exps(std::true_type{});
+  }
+  v.symmetric = Scalar(0.5) * sums.sym;
+  v.kl_pq = sums.pq;
+  v.kl_qp = sums.qp;
+  if (with_ce_a || with_ce_b) {
+    const W lse_a = W(exp_shift_a) + log_exp_a;
+    const W lse_b = lse_a - gap_w;
+    v.ce_first = cross_entropy_from(a, n, lse_a, W(e.sum_a), w.first);
+    v.ce_second = cross_entropy_from(b, n, lse_b, W(e.sum_b), w.second);
+  }
+  if (!want_grad) return v;
+
+  const Scalar wa = with_ce_a ? w.first.weight : Scalar(0);
+  const Scalar wb = with_ce_b ? w.second.weight : Scalar(0);
+  const W inv_c = W(1) / static_cast<W>(n);
+  const Scalar shift_a = static_cast<Scalar>(W(wa) * W(w.first.smoothing) * inv_c);
+  const Scalar shift_b = static_cast<Scalar>(W(wb) * W(w.second.smoothing) * inv_c);
+  if (!masked) {
+    const W w_pq = w.kl_pq, w_qp = w.kl_qp;
+    ps::GradientConstants<Scalar> k;
+    k.gap = gap;
+    k.kl_pq = sums.pq;
+    k.kl_qp = sums.qp;
+    k.a1 = static_cast<Scalar>(w_pq * W(inv_a));
+    k.a0 = static_cast<Scalar>((W(wa) + w_qp) * W(inv_a));
+    k.aq = static_cast<Scalar>(w_qp * W(inv_b));
+    k.shift_a = shift_a;
+    k.b1 = static_cast<Scalar>(-w_qp * W(inv_b));
+    k.b0 = static_cast<Scalar>((W(wb) + w_pq) * W(inv_b));
+    k.bp = static_cast<Scalar>(w_pq * W(inv_a));
+    k.shift_b = shift_b;
+    ps::gradients(a, b, n, k, ga, gb);
+  } else {
+    // A zero weight must not meet an infinite KL (0·inf = NaN): compiled out.
+    const bool with_pq = w.kl_pq != Scalar(0), with_qp = w.kl_qp != Scalar(0);
+    ps::with_flag(with_pq, [&](auto pq) {
+      ps::with_flag(with_qp, [&](auto qp) {
+        ps::masked_gradients<decltype(pq)::value, decltype(qp)::value>(
+            a, b, n, inv_a, inv_b, gap, sums.pq, sums.qp, w.kl_pq, w.kl_qp, wa, wb, shift_a,
+            shift_b, ga, gb);
+      });
+    });
+  }
   if (wa != Scalar(0)) ga[w.first.label] -= wa * (Scalar(1) - w.first.smoothing);
   if (wb != Scalar(0)) gb[w.second.label] -= wb * (Scalar(1) - w.second.smoothing);
   return v;
+}
+
+/// The sweep with the KL directions chosen at compile time (the original
+/// interface; fused_pair picks them from the weights).
+template <bool WithPQ, bool WithQP, typename Scalar>
+SoftmaxPairValues<Scalar> softmax_pair(const Scalar* a, const Scalar* b, Eigen::Index n,
+                                       const SoftmaxPairWeights<Scalar>& w, Scalar* ga,
+                                       Scalar* gb) {
+  SoftmaxPairWeights<Scalar> chosen = w;
+  if constexpr (!WithPQ) chosen.kl_pq = Scalar(0);
+  if constexpr (!WithQP) chosen.kl_qp = Scalar(0);
+  return fused_pair(a, b, n, chosen, ga, gb);
 }
 
 }  // namespace rdrop::detail

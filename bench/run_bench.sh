@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Builds rdrop_bench if needed, runs the benchmark suite, keeps the JSON in
+# bench/results/, prints a markdown table (time, elements/s, and issue 3's
+# ratio targets) and draws elements/s against classes with gnuplot.
+#
+#   bench/run_bench.sh [--wait-quiet] [--repetitions N] [--filter REGEX] [--build-dir DIR]
+#
+#   --wait-quiet      first wait (polling every 30 s, at most 15 min) until the
+#                     1-minute load average is below 0.5: the thread-scaling
+#                     ratio needs an otherwise idle machine
+#   --repetitions N   repetitions per benchmark, medians reported (default 5)
+#   --filter REGEX    passed to --benchmark_filter (default: the whole suite)
+#   --build-dir DIR   CMake build directory (default: build-bench)
+#
+# Needs cmake, a C++17 compiler, Eigen 3.4, Google Benchmark (Debian's
+# libbenchmark-dev), /usr/bin/python3 (standard library only) and gnuplot.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+build="$root/build-bench"
+repetitions=5
+filter="."
+wait_quiet=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --wait-quiet) wait_quiet=1; shift ;;
+    --repetitions) repetitions="$2"; shift 2 ;;
+    --filter) filter="$2"; shift 2 ;;
+    --build-dir) build="$2"; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "run_bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+# Build (Release; the bench target adds -O3 -march=native).
+if [[ ! -f "$build/CMakeCache.txt" ]]; then
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DRDROP_BUILD_TESTS=OFF \
+        -DRDROP_BUILD_EXAMPLES=OFF -DRDROP_BUILD_BENCHMARKS=ON >/dev/null
+fi
+cmake --build "$build" --target rdrop_bench -j"$(nproc)" >/dev/null
+binary="$build/bench/rdrop_bench"
+
+if [[ $wait_quiet -eq 1 ]]; then
+  for _ in $(seq 1 30); do
+    load="$(cut -d' ' -f1 /proc/loadavg)"
+    if /usr/bin/python3 -c "import sys; sys.exit(0 if float('$load') < 0.5 else 1)"; then break; fi
+    echo "load average $load >= 0.5; waiting 30 s" >&2
+    sleep 30
+  done
+fi
+
+results="$here/results"
+mkdir -p "$results"
+stamp="$(date +%Y%m%d-%H%M%S)"
+json="$results/rdrop_bench-$stamp.json"
+# CPU time of everything but the benchmark during the run (from /proc/stat
+# and the benchmark's own user + system time): other jobs on the machine
+# spoil the two-thread numbers above all.
+busy_jiffies() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load average before the run: $load_before" >&2
+busy_before="$(busy_jiffies)"
+start="$(date +%s.%N)"
+times_file="$(mktemp)"
+# Repetitions of all benchmarks run interleaved in random order, so that a
+# disturbance during the run hits every benchmark alike and the ratios of
+# medians stay fair.
+/usr/bin/time -f '%U %S' -o "$times_file" \
+  "$binary" --benchmark_filter="$filter" --benchmark_repetitions="$repetitions" \
+            --benchmark_enable_random_interleaving=true \
+            --benchmark_report_aggregates_only=true --benchmark_out="$json" \
+            --benchmark_out_format=json --benchmark_format=console >&2
+busy_after="$(busy_jiffies)"
+elapsed="$(/usr/bin/python3 -c "import time; print(time.time() - $start)")"
+own="$(tail -1 "$times_file" | awk '{print $1 + $2}')"
+rm -f "$times_file"
+others="$(/usr/bin/python3 -c "print(max(0.0, ($busy_after - $busy_before) / $(getconf CLK_TCK) - $own))")"
+echo "other processes used $others CPU-seconds during the $elapsed s run" >&2
+cp "$json" "$results/latest.json"
+
+# Table, ratios and plot data.
+dat="$results/throughput-$stamp.dat"
+table="$results/table-$stamp.md"
+/usr/bin/python3 - "$json" "$dat" "$table" "$load_before" "$others" "$elapsed" <<'PY'
+import json
+import sys
+
+path, dat_path, table_path, load_before = sys.argv[1:5]
+others, elapsed = float(sys.argv[5]), float(sys.argv[6])
+with open(path) as f:
+    report = json.load(f)
+
+UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+rows = {}  # run name -> (seconds per call, elements per second)
+order = []
+for b in report["benchmarks"]:
+    if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+        continue
+    name = b["run_name"]
+    if name not in rows:
+        order.append(name)
+    rows[name] = (b["real_time"] * UNIT[b["time_unit"]], b.get("items_per_second"))
+
+def fmt_time(s):
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+def fmt_rate(r):
+    if r is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if r >= scale:
+            return f"{r / scale:.3g} {unit}/s"
+    return f"{r:.3g} /s"
+
+out = []
+ctx = report.get("context", {})
+reps = report["benchmarks"][0].get("repetitions", "?")
+busy = others / elapsed if elapsed > 0 else 0.0
+out.append(f"Run {ctx.get('date', '?')} on {ctx.get('num_cpus', '?')} CPUs "
+           f"({ctx.get('mhz_per_cpu', '?')} MHz nominal); median of {reps} interleaved "
+           f"repetitions, wall-clock time. Load average before the run: {load_before}; "
+           f"other processes used {others:.0f} CPU-seconds during its {elapsed:.0f} s "
+           f"({100 * busy:.0f} % of one core).")
+if busy > 0.1:
+    out.append("")
+    out.append(f"**Warning:** other processes kept {100 * busy:.0f} % of a core busy during "
+               "the run; the two-thread numbers (and, less, the others) are unreliable.")
+out.append("")
+out.append("| benchmark | time | elements/s |")
+out.append("|---|---:|---:|")
+for name in order:
+    t, r = rows[name]
+    out.append(f"| `{name}` | {fmt_time(t)} | {fmt_rate(r)} |")
+
+def time_of(name):
+    return rows.get(name, (None, None))[0]
+
+checks = []
+for shape in ("4096/1000", "1024/32000"):
+    fused = time_of(f"BM_PairedKL_Fused/{shape}/1")
+    unfused = time_of(f"BM_PairedKL_Unfused/{shape}/1")
+    rdrop = time_of(f"BM_RDrop_Fused/{shape}/1")
+    roof = time_of(f"BM_Roofline/{shape}/1")
+    exp_roof = time_of(f"BM_ExpRoofline/{shape}/1")
+    if None not in (fused, roof, exp_roof):
+        checks.append((f"PairedKL_Fused / max(Roofline, ExpRoofline), {shape}, 1 thread",
+                       fused / max(roof, exp_roof), "<=", 1.5))
+    if None not in (fused, unfused):
+        checks.append((f"PairedKL_Unfused / PairedKL_Fused, {shape}, 1 thread", unfused / fused, ">=", 5.0))
+    if None not in (fused, rdrop):
+        checks.append((f"RDrop_Fused / PairedKL_Fused, {shape}, 1 thread", rdrop / fused, "<=", 1.15))
+one, two = time_of("BM_PairedKL_Fused/4096/1000/1"), time_of("BM_PairedKL_Fused/4096/1000/2")
+if None not in (one, two):
+    checks.append(("PairedKL_Fused 1 thread / 2 threads, 4096/1000", one / two, ">=", 1.7))
+
+if checks:
+    out.append("")
+    out.append("| ratio (issue 3 targets) | measured | target | |")
+    out.append("|---|---:|---:|---|")
+    for what, value, op, target in checks:
+        ok = value <= target if op == "<=" else value >= target
+        out.append(f"| {what} | {value:.2f} | {op} {target:g} | {'pass' if ok else 'FAIL'} |")
+
+text = "\n".join(out) + "\n"
+with open(table_path, "w") as f:
+    f.write(text)
+print(text)
+
+# elements/s against classes, one thread, for the plot.
+series = ["BM_PairedKL_Fused", "BM_PairedKL_Unfused", "BM_Roofline", "BM_ExpRoofline", "BM_RDrop_Fused"]
+shapes = [("256", "10"), ("4096", "1000"), ("1024", "32000")]
+with open(dat_path, "w") as f:
+    f.write("# classes " + " ".join(s[3:] for s in series) + "\n")
+    for pairs, classes in shapes:
+        vals = []
+        for s in series:
+            r = rows.get(f"{s}/{pairs}/{classes}/1", (None, None))[1]
+            vals.append("NaN" if r is None else f"{r:.6g}")
+        f.write(f"{classes} " + " ".join(vals) + "\n")
+PY
+
+png="$results/throughput-$stamp.png"
+gnuplot <<GP
+set terminal pngcairo size 900,560 font ",11"
+set output "$png"
+set title "rdrop: paired symmetric KL, forward + backward, 1 thread (pairs x classes: 256x10, 4096x1000, 1024x32000)"
+set xlabel "classes"
+set ylabel "logit elements per second"
+set logscale xy
+set format y "%.0s%c"
+set key outside right
+set grid
+set xtics ("10" 10, "1000" 1000, "32000" 32000)
+plot "$dat" using 1:2 with linespoints lw 2 title "PairedKL fused", \
+     "$dat" using 1:3 with linespoints lw 2 title "PairedKL unfused (Eigen)", \
+     "$dat" using 1:6 with linespoints lw 2 title "R-Drop fused (CE + KL)", \
+     "$dat" using 1:4 with linespoints dt 2 title "Roofline (memory)", \
+     "$dat" using 1:5 with linespoints dt 2 title "ExpRoofline (2 exp/element)"
+GP
+cp "$png" "$results/throughput.png"
+cp "$table" "$results/latest.md"
+echo "JSON:  $json" >&2
+echo "table: $table" >&2
+echo "plot:  $png (also bench/results/throughput.png)" >&2
