@@ -67,13 +67,23 @@ Eigen::Index first_argmax(const Row& row) {
 /// log Σ_c exp(row_c), max-shifted. Scalar loops on purpose: rows are short
 /// here, and GCC 12 flags Eigen's AVX-512 reductions with false
 /// -Wmaybe-uninitialized warnings.
+/// Returned as its two parts, so that log p_c = (row_c − top) − log_sum
+/// never carries the rounding of top + log_sum (ε·|top|, 5e-4 for float
+/// logits near 1e4).
 template <typename Scalar>
-Scalar log_sum_exp(const Scalar* row, Eigen::Index n) {
+struct LogSumExp {
+  Scalar top;
+  Scalar log_sum;
+  Scalar log_softmax(Scalar x) const { return (x - top) - log_sum; }
+};
+
+template <typename Scalar>
+LogSumExp<Scalar> log_sum_exp(const Scalar* row, Eigen::Index n) {
   Scalar top = row[0];
   for (Eigen::Index c = 1; c < n; ++c) top = row[c] > top ? row[c] : top;
   Scalar sum = Scalar(0);
   for (Eigen::Index c = 0; c < n; ++c) sum += std::exp(row[c] - top);
-  return top + std::log(sum);
+  return {top, std::log(sum)};
 }
 
 /// Adds softmax(logits) row by row into `sum` (−inf logits give
@@ -83,7 +93,7 @@ void add_softmax(const Matrix& logits, Matrix& sum) {
   for (Eigen::Index r = 0; r < logits.rows(); ++r) {
     const auto* row = logits.data() + r * logits.cols();
     const auto lse = log_sum_exp(row, logits.cols());
-    for (Eigen::Index c = 0; c < logits.cols(); ++c) sum(r, c) += std::exp(row[c] - lse);
+    for (Eigen::Index c = 0; c < logits.cols(); ++c) sum(r, c) += std::exp(lse.log_softmax(row[c]));
   }
 }
 
@@ -163,11 +173,11 @@ auto MeasureConsistency(Forward&& forward, const Eigen::DenseBase<Input>& input,
 
     for (Eigen::Index r = 0; r < n; ++r) {
       const Scalar* d = off.data() + r * classes;
-      const Scalar lse = detail::log_sum_exp(d, classes);
+      const auto lse = detail::log_sum_exp(d, classes);
       Scalar kl = Scalar(0);
       for (Eigen::Index c = 0; c < classes; ++c) {
         const Scalar mc = mean(r, c);
-        if (mc > Scalar(0)) kl += mc * (std::log(mc) - (d[c] - lse));
+        if (mc > Scalar(0)) kl += mc * (std::log(mc) - lse.log_softmax(d[c]));
       }
       kl_sum += static_cast<double>(kl);
       const Eigen::Index mc_class = detail::first_argmax(mean.row(r));
