@@ -471,9 +471,9 @@ TEMPLATE_TEST_CASE("NaN at the same class of both copies still gives NaN", "[edg
 
 TEMPLATE_TEST_CASE("MeasureConsistency keeps its KL accurate for large logits", "[edge][regression][consistency]",
                    float, double) {
-  // Fuzzer finding in rdrop/consistency.hpp: log_sum_exp returns
-  // top + log Σ exp(x − top) in Scalar and the log-softmax is then formed as
-  // x − lse, so every log-probability carries the rounding of lse, about
+  // Fuzzer finding in rdrop/consistency.hpp: log_sum_exp returned
+  // top + log Σ exp(x − top) in Scalar and the log-softmax was formed as
+  // x − lse, so every log-probability carried the rounding of lse, about
   // ε·|top|: 5e-4 for float logits near 1e4, 0.06 for double logits near
   // 1e15. The KL of nearly equal distributions then came out wrong, even
   // negative (−2.3e-3 for double logits of −1e15). Forming
@@ -519,4 +519,31 @@ TEMPLATE_TEST_CASE("MeasureConsistency keeps its KL accurate for large logits", 
     kl += m[static_cast<std::size_t>(j)] * (std::log(m[static_cast<std::size_t>(j)]) - ld[static_cast<std::size_t>(j)]);
   CHECK(report.kl >= S(0));
   CHECK(static_cast<double>(report.kl) == Approx(static_cast<double>(kl)).epsilon(1e-4));
+}
+
+TEMPLATE_TEST_CASE("Cross-entropy of one copy does not depend on the other copy's magnitude",
+                   "[edge][regression][kernels]", float, double) {
+  // Fuzzer finding in the fused softmax sweep (detail/softmax_kernels.hpp):
+  // the second copy's log-sum-exp is taken as lse(a) − gap, which cancels
+  // catastrophically when the first copy's logits are far larger in
+  // magnitude: with a = [−1e30] (float) and b = [6.1875], one class each,
+  // CE(b) came out −6.1875 instead of 0. A cross-entropy is never negative.
+  using S = TestType;
+  const S big = std::is_same_v<S, float> ? S(1e30) : S(1e20);
+  const Eigen::VectorXi y = Eigen::VectorXi::Zero(1);
+  ref::Matrix<S> x(2, 1);
+  x << -big, S(6.1875);  // one class: CE = 0 whatever the logit
+  const rdrop::RDropTerms<S> t = rdrop::RDropLoss<S>(paper(S(1))).EvaluateTerms(x, y);
+  CHECK(t.task_sum == S(0));
+  // Five classes, smoothing 0.1, only the second copy labeled.
+  ref::Matrix<S> z(2, 5);
+  z << S(5.25), S(-4.9375), big, S(6.1875), S(6.1875), S(5.25), S(0), S(0), S(6.1875), S(0);
+  Eigen::VectorXi per_row(2);
+  per_row << -100, 0;
+  rdrop::RDropOptions<S> o = paper(S(1));
+  o.label_smoothing = S(0.1);
+  const rdrop::RDropTerms<S> u = rdrop::RDropLoss<S>(o).EvaluateTerms(z, per_row);
+  const MatrixD zd = z.template cast<double>();
+  CHECK(u.task_sum >= S(0));
+  CHECK(static_cast<double>(u.task_sum) == Approx(ref::cross_entropy(zd, 1, 0, 0.1)).epsilon(1e-5));
 }

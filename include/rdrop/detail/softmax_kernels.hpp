@@ -648,8 +648,10 @@ SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::In
   v.kl_pq = sums.pq;
   v.kl_qp = sums.qp;
   if (with_ce_a || with_ce_b) {
+    // Each log-sum-exp from its own shift: lse_a − gap would cancel
+    // catastrophically when one copy's logits dwarf the other's.
     const W lse_a = W(exp_shift_a) + log_exp_a;
-    const W lse_b = lse_a - gap_w;
+    const W lse_b = W(exp_shift_b) + std::log(W(e.exp_b));
     v.ce_first = cross_entropy_from(a, n, lse_a, W(e.sum_a), w.first);
     v.ce_second = cross_entropy_from(b, n, lse_b, W(e.sum_b), w.second);
   }
