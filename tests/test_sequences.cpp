@@ -2,11 +2,14 @@
 // the fairseq normalization and label smoothing, and semi-supervised rows.
 #include "support/reference.hpp"
 
+#include <rdrop/detail/zero_fill.hpp>
 #include <rdrop/rdrop.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
+#include <vector>
 
 namespace {
 using ref::Index;
@@ -184,4 +187,84 @@ TEST_CASE("Fairseq smoothing needs two classes; masks are checked", "[sequence][
   CHECK_THROWS_WITH(rdrop::RDropLoss<double>().EvaluateWithGradient(x, y2, bad_mask, g),
                     Contains("'mask' has 3 entries") && Contains("expected 2 (one per sample) or 4"));
   CHECK((g.array() == 9.0).all());
+}
+
+TEMPLATE_TEST_CASE("Zero-filling writes exactly the zeros asked for, at any alignment and length",
+                   "[sequence][kernels]", float, double) {
+  // detail::zero_fill streams long rows past the cache with an unaligned
+  // head and tail; check every alignment and lengths around the threshold.
+  using S = TestType;
+  const Index threshold = static_cast<Index>(rdrop::detail::kStreamingZeroBytes / sizeof(S));
+  for (const Index n : {Index(0), Index(1), Index(17), threshold - 1, threshold, threshold + 13}) {
+    for (Index offset = 0; offset < 16; ++offset) {
+      std::vector<S> buffer(static_cast<std::size_t>(n + 32), S(7));
+      const bool streamed = rdrop::detail::zero_fill(buffer.data() + offset, n);
+      rdrop::detail::streaming_fence();
+      CHECK(streamed == (n >= threshold));
+      for (Index i = 0; i < n + 32; ++i) {
+        const bool inside = i >= offset && i < offset + n;
+        if (buffer[static_cast<std::size_t>(i)] != (inside ? S(0) : S(7))) {
+          FAIL("n " << n << " offset " << offset << ": element " << i << " is " << buffer[static_cast<std::size_t>(i)]);
+        }
+      }
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("Masked rows of long vocabularies get exact zero gradients, the rest as unmasked",
+                   "[sequence]", float, double) {
+  // 10000 classes: masked gradient rows take the streaming zero-fill path.
+  using S = TestType;
+  const Index b = 2, t = 3, c = 10000;
+  Eigen::Tensor<S, 3, Eigen::RowMajor> x(2 * b, t, c);
+  const MatrixD flat = ref::random_logits<double>(2 * b * t, c, 2.0, 311);
+  for (Index i = 0; i < flat.size(); ++i) x.data()[i] = static_cast<S>(flat.data()[i]);
+  Eigen::Tensor<int, 2, Eigen::RowMajor> y(b, t), mask(b, t);
+  for (Index i = 0; i < b; ++i)
+    for (Index s = 0; s < t; ++s) {
+      y(i, s) = static_cast<int>((i * 7 + s * 131) % c);
+      mask(i, s) = (i == 0 || s == 0) ? 1 : 0;  // the second sentence has one token
+    }
+  rdrop::RDropOptions<S> o;
+  o.alpha = S(2);
+  o.layout = rdrop::Layout::Stacked;
+  o.normalization = rdrop::Normalization::Sum;
+  const rdrop::RDropLoss<S> loss(o);
+  Eigen::Tensor<S, 3, Eigen::RowMajor> g(2 * b, t, c);
+  g.setConstant(std::numeric_limits<S>::quiet_NaN());  // whatever was there before
+  const S v = loss.EvaluateWithGradient(x, y, mask, g);
+
+  // Reference: the four unmasked tokens as a plain interleaved batch.
+  ref::Matrix<S> pairs(8, c);
+  Eigen::VectorXi labels(8);
+  Index row = 0;
+  for (Index i = 0; i < b; ++i)
+    for (Index s = 0; s < t; ++s) {
+      if (!mask(i, s)) continue;
+      for (Index j = 0; j < c; ++j) {
+        pairs(row, j) = x(i, s, j);
+        pairs(row + 1, j) = x(b + i, s, j);
+      }
+      labels(row) = labels(row + 1) = y(i, s);
+      row += 2;
+    }
+  REQUIRE(row == 8);
+  rdrop::RDropOptions<S> oi = o;
+  oi.layout = rdrop::Layout::Interleaved;
+  ref::Matrix<S> gi;
+  const S vi = rdrop::RDropLoss<S>(oi).EvaluateWithGradient(pairs, labels, gi);
+  CHECK(static_cast<double>(v) == Approx(static_cast<double>(vi)).epsilon(1e-6));
+  row = 0;
+  for (Index i = 0; i < b; ++i)
+    for (Index s = 0; s < t; ++s) {
+      for (Index j = 0; j < c; ++j) {
+        const S ga = g(i, s, j), gb = g(b + i, s, j);
+        if (!mask(i, s)) {
+          if (ga != S(0) || gb != S(0)) FAIL("masked token (" << i << ", " << s << ") class " << j);
+        } else if (ga != gi(row, j) || gb != gi(row + 1, j)) {
+          FAIL("token (" << i << ", " << s << ") class " << j << ": " << ga << " vs " << gi(row, j));
+        }
+      }
+      if (mask(i, s)) row += 2;
+    }
 }

@@ -5,13 +5,13 @@
 
 #include "rdrop/detail/parallel.hpp"
 #include "rdrop/detail/rows.hpp"
+#include "rdrop/detail/zero_fill.hpp"
 #include "rdrop/layout.hpp"
 #include "rdrop/terms.hpp"
 
 #include <Eigen/Core>
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -64,14 +64,6 @@ inline PairPlan make_plan(const Shape& shape, Layout layout, std::vector<Index> 
   return plan;
 }
 
-/// +0.0 is all-zero bits in IEEE float and double, and memset is the
-/// fastest way to write it: a skipped pair costs only this.
-template <typename Scalar>
-void zero_row(Scalar* row, Index n) {
-  static_assert(std::numeric_limits<Scalar>::is_iec559, "rdrop: needs IEEE 754 floating point");
-  std::memset(row, 0, static_cast<std::size_t>(n) * sizeof(Scalar));
-}
-
 template <typename Scalar>
 struct PairValues {
   Scalar task_first = Scalar(0);
@@ -89,6 +81,7 @@ std::vector<PairValues<Scalar>> sweep_pairs(const PairPlan& plan, Index cols, in
   std::vector<PairValues<Scalar>> values(static_cast<std::size_t>(plan.pairs()));
   const Index work = plan.counts.pairs * 2 * cols;
   parallel_ranges(plan.pairs(), work, threads, [&](Index begin, Index end) {
+    bool streamed = false;
     for (Index k = begin; k < end; ++k) {
       const PairRows r = plan.rows_of(k);
       Scalar* ga = grad ? grad->row(r.first) : nullptr;
@@ -103,14 +96,15 @@ std::vector<PairValues<Scalar>> sweep_pairs(const PairPlan& plan, Index cols, in
       if (plan.row_target[static_cast<std::size_t>(r.first)] >= 0) {
         v.task_first = row_fn(r.first, ga);
       } else if (ga) {
-        zero_row(ga, cols);
+        streamed |= zero_fill(ga, cols);
       }
       if (plan.row_target[static_cast<std::size_t>(r.second)] >= 0) {
         v.task_second = row_fn(r.second, gb);
       } else if (gb) {
-        zero_row(gb, cols);
+        streamed |= zero_fill(gb, cols);
       }
     }
+    if (streamed) streaming_fence();
   });
   return values;
 }
