@@ -9,3 +9,4 @@ jobs=${RDROP_JOBS:-$(nproc)}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"
+bash tools/hardening.sh  # sanitized suite, fuzzing (~60 s), clang-tidy, cppcheck
