@@ -2,8 +2,8 @@
 #pragma once
 
 #include "rdrop/detail/errors.hpp"
+#include "rdrop/detail/row_target_loss.hpp"
 #include "rdrop/detail/rows.hpp"
-#include "rdrop/detail/task_pair.hpp"
 #include "rdrop/divergence.hpp"
 #include "rdrop/layout.hpp"
 #include "rdrop/normalization.hpp"
@@ -11,9 +11,8 @@
 
 #include <Eigen/Core>
 
-#include <memory>
 #include <string>
-#include <vector>
+#include <utility>
 
 namespace rdrop {
 
@@ -64,15 +63,16 @@ struct MultiLabelOptions {
 /// soft targets), given once per sample or once per row, as a Scalar matrix
 /// or row-major tensor. The calls are those of PairedLoss.
 template <typename Scalar, typename Divergence = BernoulliSymmetricKL<Scalar>>
-class RDropMultiLabelLoss : public PairedLoss<RDropMultiLabelLoss<Scalar, Divergence>, Scalar> {
-  static_assert(is_divergence_v<Divergence, Scalar>,
-                "rdrop: the Divergence must satisfy rdrop::is_divergence_v");
+class RDropMultiLabelLoss
+    : public detail::RowTargetLoss<RDropMultiLabelLoss<Scalar, Divergence>, Scalar, Divergence> {
+  using Base = detail::RowTargetLoss<RDropMultiLabelLoss<Scalar, Divergence>, Scalar, Divergence>;
+  friend Base;
   friend class PairedLoss<RDropMultiLabelLoss<Scalar, Divergence>, Scalar>;
 
  public:
   /// Throws std::invalid_argument for α < 0 (or infinite, or NaN) or threads < 0.
   explicit RDropMultiLabelLoss(MultiLabelOptions<Scalar> options = {}, Divergence divergence = Divergence())
-      : options_(options), divergence_(std::move(divergence)) {
+      : Base(std::move(divergence)), options_(options) {
     detail::check_common_options(options_, "RDropMultiLabelLoss::RDropMultiLabelLoss");
   }
 
@@ -87,55 +87,19 @@ class RDropMultiLabelLoss : public PairedLoss<RDropMultiLabelLoss<Scalar, Diverg
  private:
   static constexpr const char* name = "RDropMultiLabelLoss";
 
-  template <typename Y>
-  struct Targets {
-    std::unique_ptr<detail::RowSource<Scalar>> rows;
-    std::vector<Eigen::Index> row_of;  // logits row -> targets row
-  };
-
-  template <typename Y>
-  void resolve(const Y& targets, const detail::Shape& shape, const char* where, Targets<Y>& t) const {
-    t.rows = std::make_unique<detail::RowSource<Scalar>>(targets);
-    const detail::ConstRows<Scalar>& tr = t.rows->rows();
-    detail::resolve_target_rows(tr, t.rows->shape(), shape, options_.layout, where, t.row_of);
-    for (Eigen::Index i = 0; i < tr.rows; ++i) {
-      const ConstRowMap<Scalar> target_row(tr.row(i), tr.cols);
-      if (!((target_row >= Scalar(0)) && (target_row <= Scalar(1))).all()) {
-        detail::fail(where, "argument 'targets' row " + std::to_string(i) +
-                                " has a value outside [0, 1] (or NaN); multi-label targets are probabilities");
-      }
+  static void check_target_row(Eigen::Index i, ConstRowMap<Scalar> target, const char* where) {
+    if (!((target >= Scalar(0)) && (target <= Scalar(1))).all()) {
+      detail::fail(where, "argument 'targets' row " + std::to_string(i) +
+                              " has a value outside [0, 1] (or NaN); multi-label targets are probabilities");
     }
   }
 
- private:
-  template <typename Y>
-  void merge_keep(const Targets<Y>&, std::vector<char>&) const {}
-
-  template <typename Y>
-  std::vector<Eigen::Index> row_targets(const Targets<Y>& t) const {
-    return t.row_of;
-  }
-
-  template <typename Y>
-  Scalar row(const Targets<Y>& t, const detail::ConstRows<Scalar>& x, Eigen::Index r, Scalar weight,
-             Scalar* g) const {
-    const ConstRowMap<Scalar> u(x.row(r), x.cols);
-    const ConstRowMap<Scalar> target(t.rows->rows().row(t.row_of[static_cast<std::size_t>(r)]), x.cols);
-    if (g) RowMap<Scalar>(g, x.cols) = weight * (u.logistic() - target);
+  Scalar task_row(ConstRowMap<Scalar> u, ConstRowMap<Scalar> target, Scalar weight, Scalar* g) const {
+    if (g) RowMap<Scalar>(g, u.size()) = weight * (u.logistic() - target);
     return BinaryCrossEntropy(u, target);
   }
 
-  template <typename Y>
-  detail::PairValues<Scalar> pair(const Targets<Y>& t, const detail::ConstRows<Scalar>& x,
-                                  const detail::PairRows& r, const detail::TermScales<Scalar>& s, Scalar* ga,
-                                  Scalar* gb) const {
-    return detail::task_and_divergence(
-        divergence_, x.row(r.first), x.row(r.second), x.cols, s.task, s.divergence,
-        [&](int side, Scalar w, Scalar* g) { return row(t, x, side == 0 ? r.first : r.second, w, g); }, ga, gb);
-  }
-
   MultiLabelOptions<Scalar> options_;
-  Divergence divergence_;
 };
 
 }  // namespace rdrop

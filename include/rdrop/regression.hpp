@@ -3,8 +3,8 @@
 #pragma once
 
 #include "rdrop/detail/errors.hpp"
+#include "rdrop/detail/row_target_loss.hpp"
 #include "rdrop/detail/rows.hpp"
-#include "rdrop/detail/task_pair.hpp"
 #include "rdrop/divergence.hpp"
 #include "rdrop/layout.hpp"
 #include "rdrop/normalization.hpp"
@@ -12,9 +12,8 @@
 
 #include <Eigen/Core>
 
-#include <memory>
 #include <string>
-#include <vector>
+#include <utility>
 
 namespace rdrop {
 
@@ -52,15 +51,16 @@ struct RegressionOptions {
 /// [B or 2B, K] as a Scalar matrix or row-major tensor. The calls are those
 /// of PairedLoss.
 template <typename Scalar, typename Divergence = SquaredError<Scalar>>
-class RDropRegressionLoss : public PairedLoss<RDropRegressionLoss<Scalar, Divergence>, Scalar> {
-  static_assert(is_divergence_v<Divergence, Scalar>,
-                "rdrop: the Divergence must satisfy rdrop::is_divergence_v");
+class RDropRegressionLoss
+    : public detail::RowTargetLoss<RDropRegressionLoss<Scalar, Divergence>, Scalar, Divergence> {
+  using Base = detail::RowTargetLoss<RDropRegressionLoss<Scalar, Divergence>, Scalar, Divergence>;
+  friend Base;
   friend class PairedLoss<RDropRegressionLoss<Scalar, Divergence>, Scalar>;
 
  public:
   /// Throws std::invalid_argument for α < 0 (or infinite, or NaN) or threads < 0.
   explicit RDropRegressionLoss(RegressionOptions<Scalar> options = {}, Divergence divergence = Divergence())
-      : options_(options), divergence_(std::move(divergence)) {
+      : Base(std::move(divergence)), options_(options) {
     detail::check_common_options(options_, "RDropRegressionLoss::RDropRegressionLoss");
   }
 
@@ -69,52 +69,18 @@ class RDropRegressionLoss : public PairedLoss<RDropRegressionLoss<Scalar, Diverg
  private:
   static constexpr const char* name = "RDropRegressionLoss";
 
-  template <typename Y>
-  struct Targets {
-    std::unique_ptr<detail::RowSource<Scalar>> rows;
-    std::vector<Eigen::Index> row_of;
-  };
-
-  template <typename Y>
-  void resolve(const Y& targets, const detail::Shape& shape, const char* where, Targets<Y>& t) const {
-    t.rows = std::make_unique<detail::RowSource<Scalar>>(targets);
-    const detail::ConstRows<Scalar>& tr = t.rows->rows();
-    detail::resolve_target_rows(tr, t.rows->shape(), shape, options_.layout, where, t.row_of);
-    for (Eigen::Index i = 0; i < tr.rows; ++i) {
-      if (!ConstRowMap<Scalar>(tr.row(i), tr.cols).isFinite().all()) {
-        detail::fail(where, "argument 'targets' row " + std::to_string(i) + " is not finite");
-      }
+  static void check_target_row(Eigen::Index i, ConstRowMap<Scalar> target, const char* where) {
+    if (!target.isFinite().all()) {
+      detail::fail(where, "argument 'targets' row " + std::to_string(i) + " is not finite");
     }
   }
 
-  template <typename Y>
-  void merge_keep(const Targets<Y>&, std::vector<char>&) const {}
-
-  template <typename Y>
-  std::vector<Eigen::Index> row_targets(const Targets<Y>& t) const {
-    return t.row_of;
-  }
-
-  template <typename Y>
-  Scalar row(const Targets<Y>& t, const detail::ConstRows<Scalar>& x, Eigen::Index r, Scalar weight,
-             Scalar* g) const {
-    const ConstRowMap<Scalar> f(x.row(r), x.cols);
-    const ConstRowMap<Scalar> y(t.rows->rows().row(t.row_of[static_cast<std::size_t>(r)]), x.cols);
-    if (g) RowMap<Scalar>(g, x.cols) = (Scalar(2) * weight) * (f - y);
+  Scalar task_row(ConstRowMap<Scalar> f, ConstRowMap<Scalar> y, Scalar weight, Scalar* g) const {
+    if (g) RowMap<Scalar>(g, f.size()) = (Scalar(2) * weight) * (f - y);
     return (f - y).square().sum();
   }
 
-  template <typename Y>
-  detail::PairValues<Scalar> pair(const Targets<Y>& t, const detail::ConstRows<Scalar>& x,
-                                  const detail::PairRows& r, const detail::TermScales<Scalar>& s, Scalar* ga,
-                                  Scalar* gb) const {
-    return detail::task_and_divergence(
-        divergence_, x.row(r.first), x.row(r.second), x.cols, s.task, s.divergence,
-        [&](int side, Scalar w, Scalar* g) { return row(t, x, side == 0 ? r.first : r.second, w, g); }, ga, gb);
-  }
-
   RegressionOptions<Scalar> options_;
-  Divergence divergence_;
 };
 
 }  // namespace rdrop
