@@ -11,7 +11,8 @@
 #
 # Environment: RDROP_FUZZ_DIR (default build-fuzz), RDROP_FUZZ_CXX (default
 # clang++-14, else clang++), RDROP_FUZZ_FLAGS (extra compiler flags, e.g.
-# -mavx2 to fuzz the AVX2 paths).
+# -mavx2 to fuzz the AVX2 paths), RDROP_FUZZ_SEED (libFuzzer's -seed;
+# default 0, a random seed each run; tools/hardening.sh fixes it, see there).
 set -euo pipefail
 seconds=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,7 +41,7 @@ mkdir -p "$out/corpus"
 cp "$root"/fuzz/corpus/* "$out/corpus/" 2>/dev/null || true
 log=$out/fuzz.log
 status=0
-"$binary" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
+"$binary" -seed="${RDROP_FUZZ_SEED:-0}" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
   -artifact_prefix="$out/" "$out/corpus" >"$log" 2>&1 || status=$?
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 if ((status != 0)); then
