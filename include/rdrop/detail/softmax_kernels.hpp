@@ -6,6 +6,7 @@
 #pragma once
 
 #include "rdrop/detail/packet.hpp"
+#include "rdrop/detail/parallel.hpp"
 
 #include <Eigen/Core>
 
@@ -14,7 +15,6 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
-#include <vector>
 
 namespace rdrop::detail {
 
@@ -528,16 +528,6 @@ void masked_gradients(const Scalar* a, const Scalar* b, Eigen::Index n, Scalar i
   });
 }
 
-/// Scratch rows of at least n scalars for the calling thread, for sweeps
-/// that compute values only.
-template <typename Scalar>
-Scalar* scratch(Eigen::Index n, int slot) {
-  thread_local std::vector<Scalar> buffers[2];
-  std::vector<Scalar>& buffer = buffers[slot];
-  if (static_cast<Eigen::Index>(buffer.size()) < n) buffer.resize(static_cast<std::size_t>(n));
-  return buffer.data();
-}
-
 /// Calls f(std::bool_constant<flag>{}), so that a runtime flag picks a
 /// compile-time variant.
 template <typename F>
@@ -577,8 +567,9 @@ SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::In
   if (n <= 0) return v;
   const bool want_grad = ga != nullptr;
   if (!want_grad) {
-    ga = ps::scratch<Scalar>(n, 0);
-    gb = ps::scratch<Scalar>(n, 1);
+    // Slots 0 and 1: a values-only sweep never runs while a caller holds them.
+    ga = thread_scratch<Scalar>(n, 0);
+    gb = thread_scratch<Scalar>(n, 1);
   }
   // Prefetch plan (see above): short rows only; the current and the next
   // pair, 8 rows, then fit in 32 KiB of L1. Long rows stream well enough on
