@@ -46,6 +46,15 @@ status=0
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 if ((status != 0)); then
   grep -E "property violated|runtime error|ERROR: |unexpected throw|SUMMARY" "$log" | head -20 >&2 || true
+  # CI keeps only what is printed: the input itself (base64) and what it drew,
+  # so that a finding can be replayed from the log alone.
+  artifact=$(ls -t "$out"/crash-* "$out"/timeout-* "$out"/oom-* 2>/dev/null | head -1 || true)
+  if [ -n "$artifact" ]; then
+    echo "fuzz_rdrop: reproducer $(basename "$artifact"), base64 (replay: base64 -d > f; build-fuzz/fuzz_rdrop f):" >&2
+    base64 -w 0 "$artifact" >&2
+    echo >&2
+    FUZZ_RDROP_VERBOSE=1 timeout 60 "$binary" "$artifact" 2>&1 | grep -v -E "^(INFO|    #|==[0-9]+==|    [0-9])" | cut -c1-400 | head -60 >&2 || true
+  fi
   echo "fuzz_rdrop: FAILED after ${runs:-?} executions; reproducer and log in $out" >&2
   exit "$status"
 fi

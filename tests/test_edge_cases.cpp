@@ -547,3 +547,46 @@ TEMPLATE_TEST_CASE("Cross-entropy of one copy does not depend on the other copy'
   CHECK(u.task_sum >= S(0));
   CHECK(static_cast<double>(u.task_sum) == Approx(ref::cross_entropy(zd, 1, 0, 0.1)).epsilon(1e-5));
 }
+
+TEMPLATE_TEST_CASE("Label smoothing on huge logits: the cross-entropy stays exact and non-negative",
+                   "[edge][regression][kernels]", float, double) {
+  // Fuzzer finding (CI, seed 1): all 1031 logits of both copies at 1e30,
+  // smoothing 0.1. The smoothing part lse − mean x was formed from Σ x, whose
+  // rounding at 1e30 (an ulp is ~1e14 in double) left it at −7e13 per row;
+  // its true value is log C. Now the mean is taken of x − max, like the exps.
+  using S = TestType;
+  rdrop::RDropOptions<S> o = paper(S(1));
+  o.label_smoothing = S(0.1);
+  const rdrop::RDropLoss<S> loss(o);
+  const Index c = 1031;
+  const ref::Matrix<S> x = ref::Matrix<S>::Constant(2, c, S(1e30));
+  const Eigen::VectorXi y = Eigen::VectorXi::Constant(1, 197);
+  const rdrop::RDropTerms<S> t = loss.EvaluateTerms(x, y);
+  // Uniform softmax: CE = log C whatever the target; both copies.
+  CHECK(static_cast<double>(t.task_sum) == Approx(2 * std::log(double(c))).epsilon(1e-6));
+  CHECK(t.divergence_sum == S(0));
+  // Through the per-row kernel as well (a sequence loss takes that path).
+  rdrop::CrossEntropyOptions<S> smoothed;
+  smoothed.label_smoothing = S(0.1);
+  const ref::Matrix<S> one_row = x.topRows(1);
+  CHECK(static_cast<double>(rdrop::CrossEntropy<S>(smoothed).Evaluate(one_row, y)) ==
+        Approx(std::log(double(c))).epsilon(1e-6));
+
+  // A dominant target outside the first packet: the exps are shifted by the
+  // first packet's max, and x_y − shift rounds; CE ≈ 0 must not come out < 0.
+  for (const double top : {50.3, 37.77, 61.1, 23.456}) {
+    CAPTURE(top);
+    ref::Matrix<S> z = ref::Matrix<S>::Constant(2, 64, S(0.1));
+    z(0, 63) = static_cast<S>(top);
+    z(1, 63) = static_cast<S>(top);
+    const Eigen::VectorXi last = Eigen::VectorXi::Constant(1, 63);
+    for (const S eps : {S(0), S(0.1)}) {
+      rdrop::RDropOptions<S> oe = paper(S(1));
+      oe.label_smoothing = eps;
+      const rdrop::RDropTerms<S> u = rdrop::RDropLoss<S>(oe).EvaluateTerms(z, last);
+      CHECK(u.task_sum >= S(0));
+      const double want = 2 * ref::cross_entropy(z.template cast<double>(), 0, 63, double(eps));
+      CHECK(static_cast<double>(u.task_sum) == Approx(want).margin(1e-5));
+    }
+  }
+}

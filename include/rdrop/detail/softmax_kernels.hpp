@@ -28,6 +28,8 @@ template <typename Scalar>
 struct ShiftedExp {
   Scalar lse;      ///< log Σ exp(x)
   Scalar inv_sum;  ///< 1 / Σ exp(x − max): turns the stored exps into softmax
+  Scalar shift;    ///< the max, by which the exps are shifted
+  Wide<Scalar> log_sum;  ///< log Σ exp(x − shift) = lse − shift, unrounded
 };
 
 /// Writes e_j = exp(x_j − max x) and returns the row's log-sum-exp.
@@ -46,15 +48,22 @@ ShiftedExp<Scalar> shifted_exp(const Scalar* x, Eigen::Index n, Scalar* e) {
       },
       [&] { sum.flush(); });
   const Scalar s = sum.total();
-  return {static_cast<Scalar>(Wide<Scalar>(m) + std::log(Wide<Scalar>(s))), Scalar(1) / s};
+  const Wide<Scalar> log_sum = std::log(Wide<Scalar>(s));
+  return {static_cast<Scalar>(Wide<Scalar>(m) + log_sum), Scalar(1) / s, m, log_sum};
 }
 
-/// Σ_j x_j, needed only for the label-smoothing term.
+/// Σ_j (x_j − shift), needed only for the label-smoothing term. Shifted like
+/// the exps: for large logits Σ x would round away the few units by which
+/// the log-sum-exp exceeds the mean.
 template <typename Scalar>
-Scalar row_sum(const Scalar* x, Eigen::Index n) {
+Scalar shifted_row_sum(const Scalar* x, Eigen::Index n, Scalar shift) {
   SumAccumulator<Scalar> sum;
   for_each_packet<Scalar>(
-      n, [&](auto tag, Eigen::Index j) { sum.add(load<decltype(tag)>(x + j)); },
+      n,
+      [&](auto tag, Eigen::Index j) {
+        using P = decltype(tag);
+        sum.add(pm::psub(load<P>(x + j), pm::pset1<P>(shift)));
+      },
       [&] { sum.flush(); });
   return sum.total();
 }
@@ -67,26 +76,33 @@ struct CrossEntropyTarget {
   Scalar weight = 0;        ///< scale of this row's gradient
 };
 
-/// CE of a row with log-sum-exp `lse` and logit sum `sum` (read only when
-/// ε ≠ 0), written as (1−ε)(lse − x_y) + ε(lse − mean x): both parts are
-/// non-negative, so nothing cancels.
+/// CE of a row whose log-sum-exp is shift + log_sum, with shifted_sum =
+/// Σ (x − shift) (read only when ε ≠ 0), written as
+/// (1−ε)(lse − x_y) + ε(lse − mean x), each part relative to the shift:
+///   lse − x_y    = log_sum − (x_y − shift)
+///   lse − mean x = log_sum − shifted_sum / C.
+/// Both parts are ≥ 0 (lse ≥ max x ≥ mean x), so nothing cancels, and the
+/// shift keeps them from being rounded at the scale of the logits (all
+/// logits 1e30: lse − mean x = log C, not ±1e14). What rounding still leaves
+/// below 0 is clamped: a cross-entropy is never negative. (NaN stays NaN.)
 template <typename Scalar>
-Scalar cross_entropy_from(const Scalar* x, Eigen::Index n, Wide<Scalar> lse, Wide<Scalar> sum,
-                          const CrossEntropyTarget<Scalar>& t) {
+Scalar cross_entropy_from(const Scalar* x, Eigen::Index n, Scalar shift, Wide<Scalar> log_sum,
+                          Wide<Scalar> shifted_sum, const CrossEntropyTarget<Scalar>& t) {
   using W = Wide<Scalar>;
   if (t.label < 0) return Scalar(0);
-  W ce = (W(1) - W(t.smoothing)) * (lse - W(x[t.label]));
-  if (t.smoothing != Scalar(0)) ce += W(t.smoothing) * (lse - sum / static_cast<W>(n));
+  const auto non_negative = [](W v) { return v < W(0) ? W(0) : v; };
+  W ce = (W(1) - W(t.smoothing)) * non_negative(log_sum - (W(x[t.label]) - W(shift)));
+  if (t.smoothing != Scalar(0)) ce += W(t.smoothing) * non_negative(log_sum - shifted_sum / static_cast<W>(n));
   return static_cast<Scalar>(ce);
 }
 
-/// CE of a row with log-sum-exp `lse`.
+/// CE of a row with the shifted exps `se` (from shifted_exp).
 template <typename Scalar>
-Scalar cross_entropy_value(const Scalar* x, Eigen::Index n, Scalar lse,
+Scalar cross_entropy_value(const Scalar* x, Eigen::Index n, const ShiftedExp<Scalar>& se,
                            const CrossEntropyTarget<Scalar>& t) {
   if (t.label < 0) return Scalar(0);
-  const Wide<Scalar> sum = t.smoothing != Scalar(0) ? Wide<Scalar>(row_sum(x, n)) : 0;
-  return cross_entropy_from(x, n, Wide<Scalar>(lse), sum, t);
+  const Wide<Scalar> sum = t.smoothing != Scalar(0) ? Wide<Scalar>(shifted_row_sum(x, n, se.shift)) : 0;
+  return cross_entropy_from(x, n, se.shift, se.log_sum, sum, t);
 }
 
 /// Cross-entropy of one row. When `grad` is not null it must hold the row's
@@ -95,7 +111,7 @@ template <typename Scalar>
 Scalar cross_entropy_row(const Scalar* x, Eigen::Index n, const CrossEntropyTarget<Scalar>& t,
                          Scalar* e_then_grad) {
   const ShiftedExp<Scalar> se = shifted_exp(x, n, e_then_grad);
-  const Scalar value = cross_entropy_value(x, n, se.lse, t);
+  const Scalar value = cross_entropy_value(x, n, se, t);
   Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>> g(e_then_grad, n);
   if (t.label < 0 || t.weight == Scalar(0)) {
     g.setZero();
@@ -238,12 +254,13 @@ template <typename Scalar>
 struct ExpSums {
   Scalar exp_a = 0, exp_b = 0;  ///< Σ exp(x − shift)
   Scalar max_a = 0, max_b = 0;  ///< the true row maxima
-  Scalar sum_a = 0, sum_b = 0;  ///< Σ x, when label smoothing needs it
+  Scalar sum_a = 0, sum_b = 0;  ///< Σ (x − shift), when label smoothing needs it
 };
 
 /// The first pass: e = exp(x − shift) for both rows, stored into ea / eb,
 /// with their sums, the rows' maxima (to check the shift afterwards) and,
-/// WithSums, the sums of the logits. Two exps per element, the only ones of
+/// WithSums, the sums of the shifted logits x − shift (see
+/// cross_entropy_from). Two exps per element, the only ones of
 /// the sweep.
 template <bool Masked, bool WithSums, int PrefetchRows, typename Scalar>
 ExpSums<Scalar> shifted_exps(const Scalar* a, const Scalar* b, Eigen::Index n, Scalar shift_a,
@@ -271,8 +288,8 @@ ExpSums<Scalar> shifted_exps(const Scalar* a, const Scalar* b, Eigen::Index n, S
       max_a = pm::pmax(max_a, va);
       max_b = pm::pmax(max_b, vb);
       if constexpr (WithSums) {
-        xblock_a = pm::padd(xblock_a, va);
-        xblock_b = pm::padd(xblock_b, vb);
+        xblock_a = pm::padd(xblock_a, pm::psub(va, shift_a_p));
+        xblock_b = pm::padd(xblock_b, pm::psub(vb, shift_b_p));
       }
     }
     total_a = pm::padd(total_a, block_a);
@@ -297,8 +314,8 @@ ExpSums<Scalar> shifted_exps(const Scalar* a, const Scalar* b, Eigen::Index n, S
     max_a = pm::pmax(max_a, va);
     max_b = pm::pmax(max_b, vb);
     if constexpr (WithSums) {
-      xsum_a = pm::padd(xsum_a, keep_if(keep, va));
-      xsum_b = pm::padd(xsum_b, keep_if(keep, vb));
+      xsum_a = pm::padd(xsum_a, keep_if(keep, pm::psub(va, shift_a_p)));
+      xsum_b = pm::padd(xsum_b, keep_if(keep, pm::psub(vb, shift_b_p)));
     }
   }
   ExpSums<Scalar> r;
@@ -641,10 +658,8 @@ SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::In
   if (with_ce_a || with_ce_b) {
     // Each log-sum-exp from its own shift: lse_a − gap would cancel
     // catastrophically when one copy's logits dwarf the other's.
-    const W lse_a = W(exp_shift_a) + log_exp_a;
-    const W lse_b = W(exp_shift_b) + std::log(W(e.exp_b));
-    v.ce_first = cross_entropy_from(a, n, lse_a, W(e.sum_a), w.first);
-    v.ce_second = cross_entropy_from(b, n, lse_b, W(e.sum_b), w.second);
+    v.ce_first = cross_entropy_from(a, n, exp_shift_a, log_exp_a, W(e.sum_a), w.first);
+    v.ce_second = cross_entropy_from(b, n, exp_shift_b, std::log(W(e.exp_b)), W(e.sum_b), w.second);
   }
   if (!want_grad) return v;
 
