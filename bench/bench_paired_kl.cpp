@@ -6,9 +6,10 @@
 #include <rdrop/kernels.hpp>
 #include <rdrop/rdrop.hpp>
 
+#include "wall_clock.hpp"
+
 #include <benchmark/benchmark.h>
 
-#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -72,24 +73,11 @@ Data& data_for(Index pairs, Index classes) {
   return *slot;
 }
 
-/// Runs `body` once per iteration and reports rates per wall-clock second.
-/// (Google Benchmark's own rates divide by the main thread's CPU time, which
-/// misstates multi-threaded runs; UseRealTime would rename the benchmark.)
+/// Runs `body` once per iteration; rates per wall-clock second (wall_clock.hpp).
 template <typename Body>
 void run(benchmark::State& state, const Data& d, int bytes_per_element, Body&& body) {
-  const auto start = std::chrono::steady_clock::now();
-  for (auto _ : state) {
-    body();
-    benchmark::ClobberMemory();
-  }
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const double elements = static_cast<double>(state.iterations()) * 2.0 *
-                          static_cast<double>(d.pairs) * static_cast<double>(d.classes);
-  state.counters["items_per_second"] = benchmark::Counter(elements / seconds);
-  state.counters["bytes_per_second"] = benchmark::Counter(
-      elements * bytes_per_element / seconds, benchmark::Counter::kDefaults,
-      benchmark::Counter::kIs1024);
+  const double elements = 2.0 * static_cast<double>(d.pairs) * static_cast<double>(d.classes);
+  rdrop_bench::run_wall_clock(state, elements, bytes_per_element, std::forward<Body>(body));
 }
 
 Index arg(const benchmark::State& state, int i) { return static_cast<Index>(state.range(i)); }

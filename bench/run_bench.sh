@@ -171,7 +171,7 @@ for shape in ("4096/1000", "1024/32000"):
 one, two = time_of("BM_PairedKL_Fused/4096/1000/1"), time_of("BM_PairedKL_Fused/4096/1000/2")
 if None not in (one, two):
     checks.append(("PairedKL_Fused 1 thread / 2 threads, 4096/1000", one / two, ">=", 1.7))
-sequence = "BM_RDrop_Sequence/tokens:4096/vocab:32000/masked:{}/threads:1/real_time"
+sequence = "BM_RDrop_Sequence/4096/32000/{}/1"
 full, padded = time_of(sequence.format(0)), time_of(sequence.format(25))
 if None not in (full, padded):
     checks.append(("RDrop_Sequence 25 % masked / 0 % masked, 4096 tokens x 32000, 1 thread (issue 4)",
