@@ -2,6 +2,8 @@
 // (one read, one write, no randomness). Both report bytes read + written.
 #include <rdrop/dropout.hpp>
 
+#include "wall_clock.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -10,10 +12,10 @@ namespace {
 
 using DropoutMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-void set_traffic(benchmark::State& state, Eigen::Index rows, Eigen::Index cols) {
-  const auto elements = static_cast<int64_t>(rows * cols);
-  state.SetItemsProcessed(state.iterations() * elements);
-  state.SetBytesProcessed(state.iterations() * elements * 2 * static_cast<int64_t>(sizeof(float)));
+/// Each element read once and written once, per wall-clock second.
+template <typename Body>
+void run(benchmark::State& state, Eigen::Index rows, Eigen::Index cols, Body&& body) {
+  rdrop_bench::run_wall_clock(state, static_cast<double>(rows * cols), 2 * sizeof(float), body);
 }
 
 // Args: rows, cols, threads.
@@ -23,14 +25,12 @@ void BM_Dropout(benchmark::State& state) {
   DropoutMatrix output(rows, cols);
   const rdrop::Dropout<float> dropout(0.3f, 42, static_cast<int>(state.range(2)));
   std::uint64_t step = 0;
-  for (auto _ : state) {
+  run(state, rows, cols, [&] {
     dropout.Forward(input, output, step++);
     benchmark::DoNotOptimize(output.data());
-    benchmark::ClobberMemory();
-  }
-  set_traffic(state, rows, cols);
+  });
 }
-BENCHMARK(BM_Dropout)->Args({8192, 1024, 1})->Args({8192, 1024, 2})->Args({256, 512, 1})->UseRealTime();
+BENCHMARK(BM_Dropout)->Args({8192, 1024, 1})->Args({8192, 1024, 2})->Args({256, 512, 1});
 
 // Args: rows, cols (always one thread: Eigen's assignment is sequential).
 void BM_ScaledCopy(benchmark::State& state) {
@@ -38,13 +38,11 @@ void BM_ScaledCopy(benchmark::State& state) {
   const DropoutMatrix input = DropoutMatrix::Random(rows, cols);
   DropoutMatrix output(rows, cols);
   const float scale = 1.0f / 0.7f;
-  for (auto _ : state) {
+  run(state, rows, cols, [&] {
     output.noalias() = input * scale;
     benchmark::DoNotOptimize(output.data());
-    benchmark::ClobberMemory();
-  }
-  set_traffic(state, rows, cols);
+  });
 }
-BENCHMARK(BM_ScaledCopy)->Args({8192, 1024})->Args({256, 512})->UseRealTime();
+BENCHMARK(BM_ScaledCopy)->Args({8192, 1024})->Args({256, 512});
 
 }  // namespace
