@@ -26,13 +26,13 @@ using Wide = std::conditional_t<std::is_same_v<Scalar, float>, double, Scalar>;
 
 template <typename Scalar>
 struct ShiftedExp {
-  Scalar lse;      ///< log Σ exp(x)
-  Scalar inv_sum;  ///< 1 / Σ exp(x − max): turns the stored exps into softmax
-  Scalar shift;    ///< the max, by which the exps are shifted
-  Wide<Scalar> log_sum;  ///< log Σ exp(x − shift) = lse − shift, unrounded
+  Scalar inv_sum;        ///< 1 / Σ exp(x − max): turns the stored exps into softmax
+  Scalar shift;          ///< the max, by which the exps are shifted
+  Wide<Scalar> log_sum;  ///< log Σ exp(x − shift): the log-sum-exp is shift + log_sum
 };
 
-/// Writes e_j = exp(x_j − max x) and returns the row's log-sum-exp.
+/// Writes e_j = exp(x_j − max x) and returns what the row's log-sum-exp and
+/// softmax need.
 /// A row of all −inf has no distribution and yields NaN, as in PyTorch.
 template <typename Scalar>
 ShiftedExp<Scalar> shifted_exp(const Scalar* x, Eigen::Index n, Scalar* e) {
@@ -49,7 +49,7 @@ ShiftedExp<Scalar> shifted_exp(const Scalar* x, Eigen::Index n, Scalar* e) {
       [&] { sum.flush(); });
   const Scalar s = sum.total();
   const Wide<Scalar> log_sum = std::log(Wide<Scalar>(s));
-  return {static_cast<Scalar>(Wide<Scalar>(m) + log_sum), Scalar(1) / s, m, log_sum};
+  return {Scalar(1) / s, m, log_sum};
 }
 
 /// Σ_j (x_j − shift), needed only for the label-smoothing term. Shifted like
@@ -611,7 +611,7 @@ SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::In
   Scalar exp_shift_a = ps::first_packet_max(a, n), exp_shift_b = ps::first_packet_max(b, n);
   ps::ExpSums<Scalar> e;
   Scalar inv_a = 0, inv_b = 0, gap = 0;
-  W gap_w = 0, log_exp_a = 0;
+  W log_exp_a = 0, log_exp_b = 0;
   auto exps = [&](auto masked) {
     constexpr bool Masked = decltype(masked)::value;
     ps::with_rows(ahead.count, [&](auto rows) {
@@ -626,8 +626,8 @@ SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::In
     // copies (the R-Drop case) lose no digits to their large common
     // log-sum-exp, and swapping a and b negates it exactly.
     log_exp_a = std::log(W(e.exp_a));
-    gap_w = (W(exp_shift_a) - W(exp_shift_b)) + (log_exp_a - std::log(W(e.exp_b)));
-    gap = static_cast<Scalar>(gap_w);
+    log_exp_b = std::log(W(e.exp_b));
+    gap = static_cast<Scalar>((W(exp_shift_a) - W(exp_shift_b)) + (log_exp_a - log_exp_b));
     inv_a = Scalar(1) / e.exp_a;
     inv_b = Scalar(1) / e.exp_b;
     return ps::divergence_sums<Masked>(a, b, ga, gb, n, inv_a, inv_b, gap);
@@ -659,7 +659,7 @@ SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::In
     // Each log-sum-exp from its own shift: lse_a − gap would cancel
     // catastrophically when one copy's logits dwarf the other's.
     v.ce_first = cross_entropy_from(a, n, exp_shift_a, log_exp_a, W(e.sum_a), w.first);
-    v.ce_second = cross_entropy_from(b, n, exp_shift_b, std::log(W(e.exp_b)), W(e.sum_b), w.second);
+    v.ce_second = cross_entropy_from(b, n, exp_shift_b, log_exp_b, W(e.sum_b), w.second);
   }
   if (!want_grad) return v;
 
