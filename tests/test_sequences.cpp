@@ -8,7 +8,9 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -205,6 +207,34 @@ TEMPLATE_TEST_CASE("Zero-filling writes exactly the zeros asked for, at any alig
         const bool inside = i >= offset && i < offset + n;
         if (buffer[static_cast<std::size_t>(i)] != (inside ? S(0) : S(7))) {
           FAIL("n " << n << " offset " << offset << ": element " << i << " is " << buffer[static_cast<std::size_t>(i)]);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("Both line-zeroing paths (CLZERO, streaming stores) write exactly the lines asked for",
+          "[sequence][kernels]") {
+  // zero_fill takes one of them by CPUID; each is checked here on its own,
+  // CLZERO only where the CPU has it (it faults elsewhere).
+  using rdrop::detail::kZeroLineBytes;
+  using LineFill = void (*)(unsigned char*, unsigned char*);
+  std::vector<std::pair<const char*, LineFill>> paths = {{"streaming stores", rdrop::detail::stream_zero_lines}};
+  if (rdrop::detail::cpu_has_clzero()) paths.emplace_back("CLZERO", rdrop::detail::clzero_lines);
+  INFO("CLZERO available: " << rdrop::detail::cpu_has_clzero());
+  for (const auto& [name, fill] : paths) {
+    for (const std::size_t lines : {std::size_t(0), std::size_t(1), std::size_t(7), std::size_t(600)}) {
+      // Two guard lines on each side of the zeroed ones, in a line-aligned block.
+      std::vector<unsigned char> storage((lines + 5) * kZeroLineBytes, 0xAB);
+      const auto address = reinterpret_cast<std::uintptr_t>(storage.data());
+      unsigned char* const block = storage.data() + (kZeroLineBytes - address % kZeroLineBytes) % kZeroLineBytes;
+      unsigned char* const begin = block + 2 * kZeroLineBytes;
+      fill(begin, begin + lines * kZeroLineBytes);
+      rdrop::detail::streaming_fence();
+      for (std::size_t i = 0; i < (lines + 4) * kZeroLineBytes; ++i) {
+        const bool inside = i >= 2 * kZeroLineBytes && i < (lines + 2) * kZeroLineBytes;
+        if (block[i] != (inside ? 0 : 0xAB)) {
+          FAIL(name << ", " << lines << " lines: byte " << i << " is " << int(block[i]));
         }
       }
     }
