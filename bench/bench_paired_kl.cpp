@@ -239,6 +239,11 @@ const bool registered = [] {
       }
     }
   }
+  // The fused sweep on 32 pairs of 1000 classes (512 KB with the gradients),
+  // which stay in L2 across calls: its arithmetic alone, without the memory
+  // traffic of 4096 pairs, to set against BM_ExpRoofline/4096/1000/1 per
+  // element (bench/README.md, "How the fused sweep spends its time").
+  benchmark::RegisterBenchmark("BM_PairedKL_Fused", BM_PairedKL_Fused)->Args({32, 1000, 1});
   return true;
 }();
 

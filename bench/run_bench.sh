@@ -149,7 +149,7 @@ out.append("")
 # Issue 3's benchmarks by shape, then the rest of the suite by name.
 FAMILIES = ["BM_Roofline", "BM_ExpRoofline", "BM_PairedKL_Fused", "BM_PairedKL_Unfused",
             "BM_PairedKL_UnfusedBuffers", "BM_RDrop_Fused"]
-SHAPES = ["256/10", "4096/1000", "1024/32000"]
+SHAPES = ["256/10", "4096/1000", "32/1000", "1024/32000"]
 def sort_key(name):
     parts = name.split("/")
     if parts[0] in FAMILIES and len(parts) == 4 and "/".join(parts[1:3]) in SHAPES:
@@ -195,6 +195,8 @@ for shape in ("4096/1000", "1024/32000"):
           lambda t: t(name("BM_PairedKL_UnfusedBuffers")) / t(name("BM_PairedKL_Fused")), None, None)
     check(f"RDrop_Fused / PairedKL_Fused, {shape}, 1 thread",
           lambda t: t(name("BM_RDrop_Fused")) / t(name("BM_PairedKL_Fused")), "<=", 1.15)
+check("PairedKL_Fused in cache (32/1000) / ExpRoofline (4096/1000), per element, 1 thread (for information)",
+      lambda t: (t("BM_PairedKL_Fused/32/1000/1") / 32) / (t("BM_ExpRoofline/4096/1000/1") / 4096), None, None)
 check("PairedKL_Fused 1 thread / 2 threads, 4096/1000",
       lambda t: t("BM_PairedKL_Fused/4096/1000/1") / t("BM_PairedKL_Fused/4096/1000/2"), ">=", 1.7)
 check("RDrop_Sequence 25 % masked / 0 % masked, 4096 tokens x 32000, 1 thread (issue 4)",
