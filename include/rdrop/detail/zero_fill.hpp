@@ -4,9 +4,9 @@
 // overwrites: with AMD's CLZERO (one instruction per 64-byte line, no read)
 // where the CPU has it, else with streaming (non-temporal) stores. On the
 // 2-core EPYC (Zen 5) VM, zeroing 1 GB in 256 KB rows measured 25-35 GB/s
-// with CLZERO, 24 GB/s with streaming stores and 20 GB/s with memset; in
-// BM_RDrop_Sequence's 25 % padded batch that took the time from 0.87 to
-// 0.82 of the unpadded one.
+// with CLZERO, 24 GB/s with streaming stores and 20 GB/s with memset; it
+// took BM_RDrop_Sequence's 25 % padded batch from 0.87 to 0.81 of the
+// unpadded one (bench/results/table-20261129-074430.md).
 #pragma once
 
 #include <Eigen/Core>
