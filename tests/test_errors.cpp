@@ -135,3 +135,87 @@ TEMPLATE_TEST_CASE("An empty batch is valid: loss 0, empty gradient, no NaN", "[
   CHECK(rdrop::CrossEntropy<S>().EvaluateWithGradient(x2, ignored, g) == S(0));
   CHECK(g.isZero(0));
 }
+
+TEMPLATE_TEST_CASE("Every divergence's per-pair calls check that the rows have one length", "[errors][divergence]",
+                   float, double) {
+  using S = TestType;
+  using Row = Eigen::Array<S, 1, Eigen::Dynamic>;
+  const Row a = Row::Constant(5, S(0.5)), b = Row::Constant(3, S(0.25));
+  Row ga_store = Row::Constant(5, S(7)), gb_store = Row::Constant(5, S(7));
+  const rdrop::ConstRowMap<S> ma(a.data(), a.size()), mb(b.data(), b.size()), ma_short(a.data(), 3);
+  rdrop::RowMap<S> ga(ga_store.data(), 5), gb(gb_store.data(), 5), gb_short(gb_store.data(), 3);
+  const auto check = [&](const auto& d, const char* name) {
+    CAPTURE(name);
+    CHECK_THROWS_WITH(d.EvaluatePair(ma, mb), Contains(name) && Contains("same length"));
+    CHECK_THROWS_WITH(d.EvaluatePair(mb, ma), Contains("same length"));
+    CHECK_THROWS_WITH(d.EvaluatePairWithGradient(ma, mb, ga, gb), Contains("same length"));
+    CHECK_THROWS_WITH(d.EvaluatePairWithGradient(ma_short, mb, ga, gb), Contains("same length"));
+    CHECK_THROWS_WITH(d.EvaluatePairWithGradient(ma, ma, ga, gb_short), Contains("same length"));
+    CHECK((ga_store == S(7)).all());
+    CHECK((gb_store == S(7)).all());
+  };
+  check(rdrop::SymmetricKL<S>(), "SymmetricKL");
+  check(rdrop::KLDivergence<S>(), "KLDivergence");
+  check(rdrop::JensenShannon<S>(), "JensenShannon");
+  check(rdrop::BernoulliSymmetricKL<S>(), "BernoulliSymmetricKL");
+  check(rdrop::SquaredError<S>(), "SquaredError");
+}
+
+TEMPLATE_TEST_CASE("Enum values cast from out-of-range ints and contradictory labels are refused",
+                   "[errors][options]", float, double) {
+  using S = TestType;
+  rdrop::RDropOptions<S> o;
+  o.normalization = static_cast<rdrop::Normalization>(17);
+  CHECK_THROWS_WITH(rdrop::RDropLoss<S>(o), Contains("'normalization'") && Contains("17"));
+  o = {};
+  o.layout = static_cast<rdrop::Layout>(-1);
+  CHECK_THROWS_WITH(rdrop::RDropLoss<S>(o), Contains("'layout'"));
+  o = {};
+  o.smoothing_style = static_cast<rdrop::SmoothingStyle>(2);
+  CHECK_THROWS_WITH(rdrop::RDropLoss<S>(o), Contains("'smoothing_style'"));
+  o = {};
+  o.padding_index = o.ignore_index;
+  CHECK_THROWS_WITH(rdrop::RDropLoss<S>(o), Contains("'padding_index'") && Contains("'ignore_index'"));
+  rdrop::MultiLabelOptions<S> m;
+  m.layout = static_cast<rdrop::Layout>(2);
+  CHECK_THROWS_WITH(rdrop::RDropMultiLabelLoss<S>(m), Contains("'layout'"));
+  rdrop::RegressionOptions<S> r;
+  r.normalization = static_cast<rdrop::Normalization>(6);
+  CHECK_THROWS_WITH(rdrop::RDropRegressionLoss<S>(r), Contains("'normalization'"));
+  rdrop::CrossEntropyOptions<S> c;
+  c.reduction = static_cast<rdrop::Reduction>(5);
+  CHECK_THROWS_WITH(rdrop::CrossEntropy<S>(c), Contains("'reduction'"));
+  CHECK_THROWS_WITH(rdrop::SymmetricKL<S>(static_cast<rdrop::Reduction>(-3)), Contains("'reduction'"));
+  const ref::Matrix<S> x = ref::random_logits<S>(4, 3, 1.0, 5);
+  CHECK_THROWS_WITH(rdrop::Duplicate(x, static_cast<rdrop::Layout>(9)), Contains("'layout'"));
+  CHECK_THROWS_WITH(rdrop::FirstCopy(x, static_cast<rdrop::Layout>(9)), Contains("'layout'"));
+}
+
+TEMPLATE_TEST_CASE("WithCounts refuses counts that cannot cover the batch", "[errors][distributed]", float, double) {
+  using S = TestType;
+  const ref::Matrix<S> x = ref::random_logits<S>(8, 5, 1.0, 6);
+  const Eigen::VectorXi y = ref::random_labels(4, 5, 7);
+  const rdrop::RDropLoss<S> loss;
+  ref::Matrix<S> g = sentinel<S>(8, 5);
+  // All-zero counts on a non-empty batch: once a silent loss of 0.
+  CHECK_THROWS_WITH(loss.WithCounts(rdrop::RDropCounts{}).EvaluateWithGradient(x, y, g),
+                    Contains("WithCounts") && Contains("fewer than this batch"));
+  CHECK(g == sentinel<S>(8, 5));
+  rdrop::RDropCounts half = loss.Count(x, y);
+  half.labeled_rows /= 2;
+  CHECK_THROWS_AS(loss.WithCounts(half).Evaluate(x, y), std::invalid_argument);
+  rdrop::RDropCounts bad;
+  bad.rows = 4;
+  bad.labeled_rows = 5;
+  CHECK_THROWS_WITH(loss.WithCounts(bad), Contains("'global'"));
+  bad.labeled_rows = -1;
+  CHECK_THROWS_WITH(loss.WithCounts(bad), Contains("'global'"));
+  bad.labeled_rows = 0;
+  bad.pairs = 3;
+  CHECK_THROWS_WITH(loss.WithCounts(bad), Contains("'global'"));
+  // Counts larger than the batch's own are a worker's share: fine, and empty counts on an empty batch too.
+  const rdrop::RDropCounts twice = loss.Count(x, y) + loss.Count(x, y);
+  CHECK(static_cast<double>(loss.WithCounts(twice).Evaluate(x, y)) ==
+        Approx(static_cast<double>(loss.Evaluate(x, y)) / 2));
+  CHECK(loss.WithCounts(rdrop::RDropCounts{}).Evaluate(ref::Matrix<S>(0, 5), Eigen::VectorXi(0)) == S(0));
+}

@@ -115,3 +115,59 @@ TEMPLATE_TEST_CASE("NaN logits give a NaN loss, never a crash", "[stability][nan
   CHECK(std::isnan(rdrop::SymmetricKL<S>().Evaluate(rdrop::FirstCopy(x), rdrop::SecondCopy(x))));
   CHECK(std::isnan(rdrop::CrossEntropy<S>().Evaluate(x, rdrop::Duplicate(y))));
 }
+
+TEMPLATE_TEST_CASE("Jensen-Shannon does not move when every logit is shifted by the same constant",
+                   "[stability][jensen_shannon]", float, double) {
+  // The float inputs are the reference's inputs too (widened exactly to
+  // double), so what is measured is rdrop's arithmetic, not the rounding of
+  // the shifted inputs. Offsets are multiples of 1/64 of the logits' range
+  // apart, so that x + offset is exact in float for these logits.
+  using S = TestType;
+  const Index c = 50;
+  for (const double offset : {0.0, 1e2, -1e2, 1e4, -1e4}) {
+    CAPTURE(offset);
+    ref::Matrix<S> a = ref::random_logits<S>(1, c, 3.0, 95), b = ref::random_logits<S>(1, c, 3.0, 96);
+    a = (a.array() * S(64)).round() / S(64) + S(offset);
+    b = (b.array() * S(64)).round() / S(64) + S(offset);
+    const MatrixD ad = a.template cast<double>(), bd = b.template cast<double>();
+    ref::Matrix<S> ga, gb;
+    const rdrop::JensenShannon<S> js(rdrop::Reduction::Sum);
+    const S v = js.EvaluateWithGradient(a, b, ga, gb);
+    // Relative accuracy at every offset: a few ulps of the result, as at offset 0.
+    const double tol = std::is_same_v<S, float> ? 3e-6 : 1e-13;
+    CHECK(static_cast<double>(v) == Approx(ref::js(ad, 0, bd, 0)).epsilon(tol));
+    const std::vector<double> want_a = ref::js_gradient_first(ad, 0, bd, 0);
+    const std::vector<double> want_b = ref::js_gradient_first(bd, 0, ad, 0);
+    MatrixD wa(1, c), wb(1, c);
+    for (Index j = 0; j < c; ++j) {
+      wa(0, j) = want_a[static_cast<std::size_t>(j)];
+      wb(0, j) = want_b[static_cast<std::size_t>(j)];
+    }
+    CHECK(ref::relative_error(ga.template cast<double>(), wa) < tol);
+    CHECK(ref::relative_error(gb.template cast<double>(), wb) < tol);
+  }
+}
+
+TEST_CASE("Loss sums over 2^20 float rows do not drift from the double reference", "[stability][accumulation]") {
+  // 2^19 pairs of positive per-pair losses: summed in float they drift by
+  // about n·ε (0.6 % at 2^21 rows); summed compensated in double, the
+  // float loss is as accurate as its per-pair terms.
+  const Index rows = Index(1) << 20, c = 4;
+  const auto x = ref::random_logits<float>(rows, c, 2.0, 97);
+  const Eigen::VectorXi y = ref::random_labels(rows / 2, static_cast<int>(c), 98);
+  rdrop::RDropOptions<float> o;
+  o.normalization = rdrop::Normalization::Paper;
+  const float v = rdrop::RDropLoss<float>(o).Evaluate(x, y);
+  const rdrop::RDropTerms<float> terms = rdrop::RDropLoss<float>(o).EvaluateTerms(x, y);
+  std::vector<Index> first, second;
+  std::vector<int> labels;
+  for (Index i = 0; i < rows / 2; ++i) {
+    first.push_back(2 * i);
+    second.push_back(2 * i + 1);
+    labels.push_back(y(i));
+    labels.push_back(y(i));
+  }
+  const double want = ref::paper_loss(x.cast<double>(), first, second, labels, 1.0, 0.0);
+  CHECK(std::abs(static_cast<double>(v) - want) / want < 1e-6);
+  CHECK(std::abs(static_cast<double>(terms.task_sum + terms.divergence_sum) - want) / want < 1e-6);
+}

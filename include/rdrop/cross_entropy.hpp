@@ -1,6 +1,7 @@
 // Softmax cross-entropy with integer labels, an ignore label and smoothing.
 #pragma once
 
+#include "rdrop/detail/aliasing.hpp"
 #include "rdrop/detail/errors.hpp"
 #include "rdrop/detail/labels.hpp"
 #include "rdrop/detail/parallel.hpp"
@@ -48,9 +49,11 @@ class CrossEntropy {
                 "rdrop: Scalar must be float or double");
 
  public:
-  /// Throws std::invalid_argument when label_smoothing is outside [0, 1).
+  /// Throws std::invalid_argument when label_smoothing is outside [0, 1) or
+  /// reduction names no Reduction.
   explicit CrossEntropy(CrossEntropyOptions<Scalar> options = {}) : options_(options) {
     detail::check_smoothing(options_.label_smoothing, "CrossEntropy::CrossEntropy");
+    detail::check_reduction(options_.reduction, "CrossEntropy::CrossEntropy");
   }
 
   const CrossEntropyOptions<Scalar>& options() const { return options_; }
@@ -62,7 +65,9 @@ class CrossEntropy {
   }
 
   /// Writes the gradient of the reduced loss into `gradient` (resized if it
-  /// can be, else it must have the logits' shape).
+  /// can be, else it must have the logits' shape). `gradient` may be the
+  /// logits themselves (in place, exact); any other overlap with the
+  /// logits throws std::invalid_argument.
   template <typename X, typename Y, typename G>
   void Gradient(const X& logits, const Y& labels, G&& gradient) const {
     run(logits, labels, &gradient, no_values(), "CrossEntropy::Gradient");
@@ -96,7 +101,11 @@ class CrossEntropy {
         detail::per_row_labels(detail::read_labels(labels_in, where), shape, options_.ignore_index, where);
     std::optional<detail::RowSink<Scalar, G>> grad_sink;
     std::optional<detail::ValueSink<Scalar, V>> value_sink;
-    if (gradient) grad_sink.emplace(*gradient, shape, where, "gradient");
+    if (gradient) {
+      grad_sink.emplace(*gradient, shape, where, "gradient");
+      detail::check_in_place(detail::footprint_of(*gradient), detail::footprint_of(logits), where, "gradient",
+                             "logits");
+    }
     if (values) value_sink.emplace(*values, shape.without_classes(), where, "values");
 
     const Index n = x.rows().rows, c = x.rows().cols;
@@ -106,13 +115,17 @@ class CrossEntropy {
                              : Scalar(1);
     detail::Rows<Scalar> g{};
     if (grad_sink) g = grad_sink->open();
+    // In place (the gradient over its own logits): each row is read from a copy.
+    const bool in_place = grad_sink && g.data == x.rows().data;
     std::vector<Scalar> per_row(static_cast<std::size_t>(n));
     detail::parallel_ranges(n, n * c, 0, [&](Index begin, Index end) {
       for (Index i = begin; i < end; ++i) {
         const detail::CrossEntropyTarget<Scalar> t{labels[static_cast<std::size_t>(i)],
                                                    options_.label_smoothing, scale};
         Scalar* out = grad_sink ? g.row(i) : detail::thread_scratch<Scalar>(c, 0);
-        per_row[static_cast<std::size_t>(i)] = detail::cross_entropy_row(x.rows().row(i), c, t, out);
+        const Scalar* row = in_place ? detail::aligned_like_copy(x.rows().row(i), c, detail::kInPlaceSlot)
+                                     : x.rows().row(i);
+        per_row[static_cast<std::size_t>(i)] = detail::cross_entropy_row(row, c, t, out);
       }
     });
     if (value_sink) std::copy(per_row.begin(), per_row.end(), value_sink->open());

@@ -1,6 +1,7 @@
 // The divergence concept: what R-Drop puts between the two copies' outputs.
 #pragma once
 
+#include "rdrop/detail/aliasing.hpp"
 #include "rdrop/detail/errors.hpp"
 #include "rdrop/detail/parallel.hpp"
 #include "rdrop/detail/rows.hpp"
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -73,6 +75,19 @@ inline constexpr bool is_divergence_v =
     detail::has_pair_value<D, Scalar>::value && detail::has_pair_gradient<D, Scalar>::value;
 
 namespace detail {
+
+/// Throws unless the pair's rows (and its gradient rows, when given) all
+/// have one length: a divergence reads its two rows element by element.
+template <typename A, typename B>
+void check_pair_lengths(const char* where, const A& a, const B& b, Index grad_a = -1, Index grad_b = -1) {
+  const Index n = a.size();
+  if (b.size() != n || (grad_a >= 0 && grad_a != n) || (grad_b >= 0 && grad_b != n)) {
+    std::string what = "rows must all have the same length; got a: " + std::to_string(a.size()) +
+                       ", b: " + std::to_string(b.size());
+    if (grad_a >= 0) what += ", grad_a: " + std::to_string(grad_a) + ", grad_b: " + std::to_string(grad_b);
+    fail(where, what);
+  }
+}
 
 /// D(a, b) for one pair, plus `weight`·∂D into ga/gb when they are given;
 /// the built-in softmax divergences also fold in the cross-entropy targets.
@@ -144,7 +159,10 @@ class PairedDivergence {
  public:
   /// Reduces by the mean over pairs.
   PairedDivergence() = default;
-  explicit PairedDivergence(Reduction reduction) : reduction_(reduction) {}
+  /// Throws std::invalid_argument for a value that names no Reduction.
+  explicit PairedDivergence(Reduction reduction) : reduction_(reduction) {
+    detail::check_reduction(reduction, "PairedDivergence::PairedDivergence");
+  }
 
   Reduction reduction() const { return reduction_; }
 
@@ -155,7 +173,10 @@ class PairedDivergence {
   }
 
   /// Writes the gradients of the reduced divergence with respect to both
-  /// inputs; each output is resized if it can be, else must match.
+  /// inputs; each output is resized if it can be, else must match. Each
+  /// gradient may be its own input (grad_first = first, grad_second =
+  /// second: in place, exact); any other overlap among the four arguments
+  /// throws std::invalid_argument.
   template <typename XA, typename XB, typename GA, typename GB>
   void Gradient(const XA& first, const XB& second, GA&& grad_first, GB&& grad_second) const {
     run(first, second, &grad_first, &grad_second, no_values(), "Gradient");
@@ -199,6 +220,7 @@ class PairedDivergence {
     std::optional<detail::ValueSink<Scalar, V>> sink_v;
     if (grad_first) sink_a.emplace(*grad_first, a.shape(), where, "grad_first");
     if (grad_second) sink_b.emplace(*grad_second, a.shape(), where, "grad_second");
+    if (grad_first) check_gradient_memory(first, second, *grad_first, *grad_second, where);
     if (values) sink_v.emplace(*values, a.shape().without_classes(), where, "values");
 
     const Index n = a.rows().rows, c = a.rows().cols;
@@ -212,11 +234,21 @@ class PairedDivergence {
     std::vector<Scalar> per_pair(static_cast<std::size_t>(n));
     const Derived& self = static_cast<const Derived&>(*this);
     const detail::CrossEntropyTarget<Scalar> none{};
+    // Gradients over their own inputs (in place): the fused sweep handles
+    // that itself; other divergences read their rows from copies.
+    const bool copy = sink_a && !detail::softmax_kl_weights<Derived>::fused &&
+                      (ga.data == a.rows().data || gb.data == b.rows().data);
     detail::parallel_ranges(n, n * c, 0, [&](Index begin, Index end) {
       for (Index i = begin; i < end; ++i) {
+        const Scalar* ra = a.rows().row(i);
+        const Scalar* rb = b.rows().row(i);
+        if (copy) {
+          ra = detail::aligned_like_copy(ra, c, detail::kInPlaceSlot);
+          rb = detail::aligned_like_copy(rb, c, detail::kInPlaceSlot + 1);
+        }
         per_pair[static_cast<std::size_t>(i)] =
-            detail::divergence_pair(self, a.rows().row(i), b.rows().row(i), c, scale, none, none,
-                                    sink_a ? ga.row(i) : nullptr, sink_a ? gb.row(i) : nullptr)
+            detail::divergence_pair(self, ra, rb, c, scale, none, none, sink_a ? ga.row(i) : nullptr,
+                                    sink_a ? gb.row(i) : nullptr)
                 .divergence;
       }
     });
@@ -227,6 +259,20 @@ class PairedDivergence {
     }
     if (sink_v) sink_v->close();
     return scale * detail::ordered_sum(per_pair);
+  }
+
+  /// grad_first may be `first` itself and grad_second `second` itself (in
+  /// place, exact); every other overlap among the four throws.
+  template <typename XA, typename XB, typename GA, typename GB>
+  static void check_gradient_memory(const XA& first, const XB& second, const GA& grad_first, const GB& grad_second,
+                                    const char* where) {
+    const detail::Footprint fa = detail::footprint_of(first), fb = detail::footprint_of(second);
+    const detail::Footprint ga = detail::footprint_of(grad_first), gb = detail::footprint_of(grad_second);
+    detail::check_disjoint(gb, ga, where, "grad_second", "grad_first");
+    detail::check_disjoint(ga, fb, where, "grad_first", "second");
+    detail::check_disjoint(gb, fa, where, "grad_second", "first");
+    detail::check_in_place(ga, fa, where, "grad_first", "first");
+    detail::check_in_place(gb, fb, where, "grad_second", "second");
   }
 
   Reduction reduction_ = Reduction::Mean;

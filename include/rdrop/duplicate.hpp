@@ -25,6 +25,7 @@ typename Derived::PlainObject Duplicate(const Eigen::DenseBase<Derived>& x,
   static_assert(Plain::RowsAtCompileTime == Eigen::Dynamic,
                 "rdrop::Duplicate doubles the rows: pass a type with a dynamic number of rows "
                 "(labels as a column vector such as Eigen::VectorXi)");
+  detail::check_layout(layout, "Duplicate");
   const Eigen::Index n = x.rows();
   Plain out(2 * n, x.cols());
   // Nothing to copy; Eigen's row() of an N x 0 matrix offsets a null pointer.
@@ -46,6 +47,7 @@ auto Duplicate(const T& x, Layout layout = Layout::Interleaved) {
   static_assert(rank >= 1, "rdrop::Duplicate needs a tensor of rank >= 1");
   static_assert(static_cast<int>(T::Layout) == static_cast<int>(Eigen::RowMajor),
                 "rdrop::Duplicate: tensors must be RowMajor");
+  detail::check_layout(layout, "Duplicate");
   Eigen::Tensor<Scalar, rank, Eigen::RowMajor, Eigen::Index> out;
   auto dims = x.dimensions();
   const Eigen::Index batch = dims[0];
@@ -72,6 +74,7 @@ auto copy_view(M& m, Layout layout, int which, const char* where) {
                               T::IsRowMajor ? Eigen::RowMajor : Eigen::ColMajor>;
   using Target = std::conditional_t<std::is_const_v<M>, const Plain, Plain>;
   using View = Eigen::Map<Target, Eigen::Unaligned, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+  check_layout(layout, where);
   const Eigen::Index rows = m.rows();
   if (rows % 2 != 0) {
     fail(where, "argument 'duplicated' has shape " + shape(rows, m.cols()) +
@@ -104,7 +107,7 @@ constexpr void check_not_temporary() {
 /// Zero-copy view (a strided Eigen::Map, writable when `m` is) of the first
 /// copy of every sample inside a duplicated 2B-row matrix: rows 0, 2, 4, ...
 /// (Interleaved) or rows 0 .. B-1 (Stacked). Throws std::invalid_argument
-/// for an odd number of rows.
+/// for an odd number of rows or a layout that names no Layout.
 template <typename M>
 auto FirstCopy(M&& duplicated, Layout layout = Layout::Interleaved) {
   detail::check_not_temporary<M>();

@@ -20,13 +20,19 @@ class JensenShannon : public PairedDivergence<JensenShannon<Scalar>, Scalar> {
  public:
   using PairedDivergence<JensenShannon<Scalar>, Scalar>::PairedDivergence;
 
+  /// JS(softmax(a), softmax(b)). Throws std::invalid_argument when the rows
+  /// differ in length.
   Scalar EvaluatePair(ConstRowMap<Scalar> a, ConstRowMap<Scalar> b) const {
+    detail::check_pair_lengths("JensenShannon::EvaluatePair", a, b);
     const Parts t(a, b);
     return t.value();
   }
 
+  /// The same, its gradients overwriting grad_a and grad_b (all four rows
+  /// of one length).
   Scalar EvaluatePairWithGradient(ConstRowMap<Scalar> a, ConstRowMap<Scalar> b, RowMap<Scalar>& grad_a,
                                   RowMap<Scalar>& grad_b) const {
+    detail::check_pair_lengths("JensenShannon::EvaluatePairWithGradient", a, b, grad_a.size(), grad_b.size());
     const Parts t(a, b);
     grad_a = t.p * (t.g - (t.p * t.g).sum());
     grad_b = t.q * (t.h - (t.q * t.h).sum());
@@ -36,14 +42,19 @@ class JensenShannon : public PairedDivergence<JensenShannon<Scalar>, Scalar> {
  private:
   using Array = Eigen::Array<Scalar, 1, Eigen::Dynamic>;
 
-  static Scalar log_sum_exp(const ConstRowMap<Scalar>& x) {
+  /// log softmax(x) as (x − max) − log Σ exp(x − max): the shift is taken
+  /// from each logit before anything else, so adding a constant to every
+  /// logit (1e4, say) changes nothing beyond the rounding of x − max.
+  /// (x − (max + log Σ) would round max + log Σ at the logits' scale.)
+  static Array log_softmax(const ConstRowMap<Scalar>& x) {
     const Scalar m = x.maxCoeff();
-    return m + std::log((x - m).exp().sum());
+    const Array shifted = x - m;
+    return shifted - std::log(shifted.exp().sum());
   }
 
   struct Parts {
     Parts(const ConstRowMap<Scalar>& a, const ConstRowMap<Scalar>& b)
-        : log_p(a - log_sum_exp(a)), log_q(b - log_sum_exp(b)), p(log_p.exp()), q(log_q.exp()) {
+        : log_p(log_softmax(a)), log_q(log_softmax(b)), p(log_p.exp()), q(log_q.exp()) {
       // With hi = max(log p, log q) and Δ = log p − log q, log m is
       // hi + log1p(exp(−|Δ|)) − log 2, so log x − log m = (log x − hi) + c
       // with c = log 2 − log1p(exp(−|Δ|)) = log1p(tanh(|Δ|/2)): in

@@ -23,16 +23,14 @@ class KLDivergence : public PairedDivergence<KLDivergence<Scalar>, Scalar> {
   /// KL(softmax(a) ‖ softmax(b)), its gradients overwriting grad_a, grad_b.
   Scalar EvaluatePairWithGradient(ConstRowMap<Scalar> a, ConstRowMap<Scalar> b,
                                   RowMap<Scalar>& grad_a, RowMap<Scalar>& grad_b) const {
-    if (grad_a.size() != a.size() || grad_b.size() != a.size() || b.size() != a.size()) {
-      detail::fail("KLDivergence::EvaluatePairWithGradient", "rows must all have the same length");
-    }
+    detail::check_pair_lengths("KLDivergence::EvaluatePairWithGradient", a, b, grad_a.size(), grad_b.size());
     return pair(a, b, grad_a.data(), grad_b.data());
   }
 
  private:
   Scalar pair(const ConstRowMap<Scalar>& a, const ConstRowMap<Scalar>& b, Scalar* ga,
               Scalar* gb) const {
-    if (a.size() != b.size()) detail::fail("KLDivergence::EvaluatePair", "rows must have the same length");
+    detail::check_pair_lengths("KLDivergence::EvaluatePair", a, b);
     if (a.size() == 0) return Scalar(0);
     const detail::CrossEntropyTarget<Scalar> none{};
     return detail::divergence_pair(*this, a.data(), b.data(), a.size(), Scalar(1), none, none, ga, gb)

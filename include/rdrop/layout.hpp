@@ -1,7 +1,11 @@
 // Where the two copies of a sample sit inside a duplicated batch.
 #pragma once
 
+#include "rdrop/detail/errors.hpp"
+
 #include <Eigen/Core>
+
+#include <string>
 
 namespace rdrop {
 
@@ -16,6 +20,14 @@ enum class Layout {
 };
 
 namespace detail {
+
+/// Throws for a Layout value that names no layout (an int cast to Layout).
+inline void check_layout(Layout layout, const char* where) {
+  if (layout != Layout::Interleaved && layout != Layout::Stacked) {
+    fail(where, "argument 'layout' is " + std::to_string(static_cast<int>(layout)) +
+                    "; expected Layout::Interleaved or Layout::Stacked");
+  }
+}
 
 /// Row indices of the two copies of pair `k` among `rows` rows. `group` is the
 /// number of consecutive rows that form one sample (T for [batch, time, C]

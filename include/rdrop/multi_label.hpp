@@ -29,14 +29,19 @@ class BernoulliSymmetricKL : public PairedDivergence<BernoulliSymmetricKL<Scalar
  public:
   using PairedDivergence<BernoulliSymmetricKL<Scalar>, Scalar>::PairedDivergence;
 
-  /// Σ over nodes of ½[KL(σ(u)‖σ(v)) + KL(σ(v)‖σ(u))].
+  /// Σ over nodes of ½[KL(σ(u)‖σ(v)) + KL(σ(v)‖σ(u))]. Throws
+  /// std::invalid_argument when the rows differ in length.
   Scalar EvaluatePair(ConstRowMap<Scalar> u, ConstRowMap<Scalar> v) const {
+    detail::check_pair_lengths("BernoulliSymmetricKL::EvaluatePair", u, v);
     return Scalar(0.5) * ((u.logistic() - v.logistic()) * (u - v)).sum();
   }
 
-  /// The same, with its gradients overwriting grad_u and grad_v.
+  /// The same, with its gradients overwriting grad_u and grad_v (all four
+  /// rows of one length).
   Scalar EvaluatePairWithGradient(ConstRowMap<Scalar> u, ConstRowMap<Scalar> v, RowMap<Scalar>& grad_u,
                                   RowMap<Scalar>& grad_v) const {
+    detail::check_pair_lengths("BernoulliSymmetricKL::EvaluatePairWithGradient", u, v, grad_u.size(),
+                               grad_v.size());
     const auto p = u.logistic();
     const auto q = v.logistic();
     // p(1 − p) as σ(u)σ(−u): no cancellation in 1 − p for large u.
@@ -70,7 +75,8 @@ class RDropMultiLabelLoss
   friend class PairedLoss<RDropMultiLabelLoss<Scalar, Divergence>, Scalar>;
 
  public:
-  /// Throws std::invalid_argument for α < 0 (or infinite, or NaN) or threads < 0.
+  /// Throws std::invalid_argument for α < 0 (or infinite, or NaN), threads < 0,
+  /// or a layout or normalization that names no value of its enum.
   explicit RDropMultiLabelLoss(MultiLabelOptions<Scalar> options = {}, Divergence divergence = Divergence())
       : Base(std::move(divergence)), options_(options) {
     detail::check_common_options(options_, "RDropMultiLabelLoss::RDropMultiLabelLoss");

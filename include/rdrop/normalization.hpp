@@ -1,7 +1,10 @@
 // The published ways of scaling the two terms of the R-Drop loss.
 #pragma once
 
+#include "rdrop/detail/errors.hpp"
 #include "rdrop/terms.hpp"
+
+#include <string>
 
 namespace rdrop {
 
@@ -31,6 +34,21 @@ namespace rdrop {
 enum class Normalization { Paper, KerasCode, PyTorchReadme, Sum, Mean, Fairseq };
 
 namespace detail {
+
+/// Throws for a Normalization value that names none (an int cast to it).
+inline void check_normalization(Normalization n, const char* where) {
+  switch (n) {
+    case Normalization::Paper:
+    case Normalization::KerasCode:
+    case Normalization::PyTorchReadme:
+    case Normalization::Sum:
+    case Normalization::Mean:
+    case Normalization::Fairseq:
+      return;
+  }
+  fail(where, "argument 'normalization' is " + std::to_string(static_cast<int>(n)) +
+                  "; expected one of Normalization::Paper, KerasCode, PyTorchReadme, Sum, Mean, Fairseq");
+}
 
 /// The factors applied to Σ task and Σ D under `normalization`.
 template <typename Scalar>

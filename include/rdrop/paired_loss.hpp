@@ -2,6 +2,7 @@
 // duplicated batch gives the loss and the gradient for all of them.
 #pragma once
 
+#include "rdrop/detail/aliasing.hpp"
 #include "rdrop/detail/errors.hpp"
 #include "rdrop/detail/labels.hpp"
 #include "rdrop/detail/paired_sweep.hpp"
@@ -21,7 +22,8 @@
 namespace rdrop {
 
 namespace detail {
-/// Checks the options every R-Drop loss has (alpha, threads). An infinite
+/// Checks the options every R-Drop loss has (alpha, threads, layout,
+/// normalization). An infinite
 /// α is refused too: it would turn every loss into inf or NaN (inf · 0).
 template <typename Options>
 void check_common_options(const Options& o, const char* where) {
@@ -31,6 +33,14 @@ void check_common_options(const Options& o, const char* where) {
   if (o.threads < 0) {
     fail(where, "argument 'threads' is " + std::to_string(o.threads) + "; expected >= 0");
   }
+  check_layout(o.layout, where);
+  check_normalization(o.normalization, where);
+}
+
+/// "(labeled_rows L, pairs P, rows R)" for messages about counts.
+inline std::string counts_str(const RDropCounts& c) {
+  return "(labeled_rows " + std::to_string(c.labeled_rows) + ", pairs " + std::to_string(c.pairs) + ", rows " +
+         std::to_string(c.rows) + ")";
 }
 }  // namespace detail
 
@@ -138,7 +148,19 @@ class PairedLoss {
   /// batch's own: on every worker, its value and gradient are that worker's
   /// share of the global loss, so the shares sum to the single-machine loss
   /// and gradient exactly.
+  ///
+  /// Throws std::invalid_argument for counts that no batch has (negative,
+  /// more labeled rows than rows, more pairs than half the rows); a call on
+  /// a batch whose own counts exceed `global` throws too (an all-zero
+  /// RDropCounts{} on a non-empty batch would make its loss silently 0).
   Derived WithCounts(const RDropCounts& global) const {
+    const std::string where = method("WithCounts");
+    if (global.labeled_rows < 0 || global.pairs < 0 || global.rows < 0 || global.labeled_rows > global.rows ||
+        global.pairs > global.rows / 2) {
+      detail::fail(where.c_str(), "argument 'global' " + detail::counts_str(global) +
+                                      " is no batch's counts; expected 0 <= labeled_rows <= rows and "
+                                      "0 <= pairs <= rows / 2");
+    }
     Derived copy = derived();
     static_cast<PairedLoss&>(copy).fixed_counts_ = global;
     return copy;
@@ -195,6 +217,8 @@ class PairedLoss {
     return total;
   }
 
+  // run = check (plan, outputs, memory), sweep, write the per-row values,
+  // normalize.
   template <typename X, typename Y, typename M, typename G, typename V>
   Scalar run(const X& logits, const Y& targets, const M* mask, G* gradient, V* values,
              RDropTerms<Scalar>* terms, const char* where_) const {
@@ -203,39 +227,87 @@ class PairedLoss {
     plan(p, targets, mask, where_);
     std::optional<detail::RowSink<Scalar, G>> grad_sink;
     std::optional<detail::ValueSink<Scalar, V>> value_sink;
-    if (gradient) grad_sink.emplace(*gradient, p.x.shape(), where.c_str(), "gradient");
+    if (gradient) {
+      grad_sink.emplace(*gradient, p.x.shape(), where.c_str(), "gradient");
+      check_gradient_memory(*gradient, logits, targets, where.c_str());
+    }
     if (values) value_sink.emplace(*values, p.x.shape().without_classes(), where.c_str(), "values");
+    const RDropCounts counts = counts_for(p.plan.counts, where.c_str());
 
     const auto& o = derived().options();
-    const RDropCounts counts = fixed_counts_ ? *fixed_counts_ : p.plan.counts;
     const detail::TermScales<Scalar> scales = detail::term_scales(o.normalization, o.alpha, counts);
     detail::Rows<Scalar> g{};
     if (grad_sink) g = grad_sink->open();
-    const detail::ConstRows<Scalar>& x = p.x.rows();
-    const auto values_of_pairs = detail::sweep_pairs<Scalar>(
-        p.plan, x.cols, o.threads, grad_sink ? &g : nullptr,
-        [&](Eigen::Index, const detail::PairRows& r, Scalar* ga, Scalar* gb) {
-          return derived().pair(p.targets, x, r, scales, ga, gb);
-        },
-        [&](Eigen::Index row, Scalar* grow) { return derived().row(p.targets, x, row, scales.task, grow); });
-    if (value_sink) {
-      Scalar* out = value_sink->open();
-      const Scalar half_alpha = o.alpha > Scalar(0) ? o.alpha / Scalar(2) : Scalar(0);
-      for (Eigen::Index k = 0; k < p.plan.pairs(); ++k) {
-        const detail::PairRows r = p.plan.rows_of(k);
-        const detail::PairValues<Scalar>& v = values_of_pairs[static_cast<std::size_t>(k)];
-        const Scalar shared = (half_alpha > Scalar(0) && p.plan.pair_active[static_cast<std::size_t>(k)])
-                                  ? half_alpha * v.divergence
-                                  : Scalar(0);
-        out[r.first] = v.task_first + shared;
-        out[r.second] = v.task_second + shared;
-      }
-    }
+    const std::vector<detail::PairValues<Scalar>> per_pair = sweep(p, scales, grad_sink ? &g : nullptr);
+    if (value_sink) write_values(p.plan, per_pair, value_sink->open());
     if (grad_sink) grad_sink->close();
     if (value_sink) value_sink->close();
-    const RDropTerms<Scalar> t = detail::sum_terms(values_of_pairs, p.plan.counts);
+    const RDropTerms<Scalar> t = detail::sum_terms(per_pair, p.plan.counts);
     if (terms) *terms = t;
     return normalize(t, counts);
+  }
+
+  /// The gradient may be written over the logits themselves (in place,
+  /// element for element); any other overlap with the logits, or any
+  /// overlap with the targets, throws.
+  template <typename G, typename X, typename Y>
+  static void check_gradient_memory(const G& gradient, const X& logits, const Y& targets, const char* where) {
+    const detail::Footprint g = detail::footprint_of(gradient);
+    detail::check_in_place(g, detail::footprint_of(logits), where, "gradient", "logits");
+    detail::check_disjoint(g, detail::footprint_of(targets), where, "gradient", "targets");
+  }
+
+  /// The counts to normalize by: the batch's own, or those given to
+  /// WithCounts, which must cover this batch (they are the sum over workers).
+  RDropCounts counts_for(const RDropCounts& own, const char* where) const {
+    if (!fixed_counts_) return own;
+    const RDropCounts& global = *fixed_counts_;
+    if (global.labeled_rows < own.labeled_rows || global.pairs < own.pairs || global.rows < own.rows) {
+      detail::fail(where, "the counts given to WithCounts " + detail::counts_str(global) +
+                              " are fewer than this batch's own " + detail::counts_str(own) +
+                              "; pass the sum of every worker's Count (all-reduced)");
+    }
+    return global;
+  }
+
+  /// Every active pair through derived().pair, every task-carrying row of an
+  /// inactive pair through derived().row. Gradient rows written over their
+  /// own logits read those logits from a copy, so that every loss and
+  /// divergence (a user's too) is exact in place.
+  template <typename Y>
+  std::vector<detail::PairValues<Scalar>> sweep(const Planned<Y>& p, const detail::TermScales<Scalar>& scales,
+                                                const detail::Rows<Scalar>* g) const {
+    const detail::ConstRows<Scalar>& x = p.x.rows();
+    const bool in_place = g != nullptr && g->data == x.data;
+    // The fused sweep keeps its exps apart from the logits by itself.
+    const bool copy_pairs = in_place && !Derived::pair_in_place;
+    const auto read = [&](Eigen::Index row, int slot, bool copy) {
+      return copy ? detail::aligned_like_copy(x.row(row), x.cols, detail::kInPlaceSlot + slot) : x.row(row);
+    };
+    return detail::sweep_pairs<Scalar>(
+        p.plan, x.cols, derived().options().threads, g,
+        [&](Eigen::Index, const detail::PairRows& r, Scalar* ga, Scalar* gb) {
+          return derived().pair(p.targets, read(r.first, 0, copy_pairs), read(r.second, 1, copy_pairs), x.cols,
+                                r, scales, ga, gb);
+        },
+        [&](Eigen::Index row, Scalar* grow) {
+          return derived().row(p.targets, read(row, 0, in_place), x.cols, row, scales.task, grow);
+        });
+  }
+
+  /// ℓ_r = T_r + (α/2)·D_k for the two rows r of every pair k.
+  void write_values(const detail::PairPlan& plan, const std::vector<detail::PairValues<Scalar>>& per_pair,
+                    Scalar* out) const {
+    const Scalar alpha = derived().options().alpha;
+    const Scalar half_alpha = alpha > Scalar(0) ? alpha / Scalar(2) : Scalar(0);
+    for (Eigen::Index k = 0; k < plan.pairs(); ++k) {
+      const detail::PairRows r = plan.rows_of(k);
+      const detail::PairValues<Scalar>& v = per_pair[static_cast<std::size_t>(k)];
+      const bool shares = half_alpha > Scalar(0) && plan.pair_active[static_cast<std::size_t>(k)];
+      const Scalar shared = shares ? half_alpha * v.divergence : Scalar(0);
+      out[r.first] = v.task_first + shared;
+      out[r.second] = v.task_second + shared;
+    }
   }
 
   std::optional<RDropCounts> fixed_counts_;

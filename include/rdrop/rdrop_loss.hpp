@@ -77,12 +77,25 @@ class RDropLoss : public PairedLoss<RDropLoss<Scalar, Divergence>, Scalar> {
   friend class PairedLoss<RDropLoss<Scalar, Divergence>, Scalar>;
 
  public:
-  /// Throws std::invalid_argument for α < 0 (or infinite, or NaN), ε outside [0, 1) or
-  /// threads < 0.
+  /// Throws std::invalid_argument for α < 0 (or infinite, or NaN), ε outside [0, 1),
+  /// threads < 0, a layout, normalization or smoothing_style that names no
+  /// value of its enum, or padding_index == ignore_index.
   explicit RDropLoss(RDropOptions<Scalar> options = {}, Divergence divergence = Divergence())
       : options_(options), divergence_(std::move(divergence)) {
     detail::check_common_options(options_, "RDropLoss::RDropLoss");
     detail::check_smoothing(options_.label_smoothing, "RDropLoss::RDropLoss");
+    if (options_.smoothing_style != SmoothingStyle::Uniform &&
+        options_.smoothing_style != SmoothingStyle::ExcludeTarget) {
+      detail::fail("RDropLoss::RDropLoss", "argument 'smoothing_style' is " +
+                                               std::to_string(static_cast<int>(options_.smoothing_style)) +
+                                               "; expected SmoothingStyle::Uniform or SmoothingStyle::ExcludeTarget");
+    }
+    if (options_.padding_index == options_.ignore_index) {
+      detail::fail("RDropLoss::RDropLoss", "argument 'padding_index' equals 'ignore_index' (" +
+                                               std::to_string(options_.ignore_index) +
+                                               "); a row cannot be both padding (no terms) and unlabeled "
+                                               "(divergence only)");
+    }
   }
 
   const RDropOptions<Scalar>& options() const { return options_; }
@@ -90,6 +103,8 @@ class RDropLoss : public PairedLoss<RDropLoss<Scalar, Divergence>, Scalar> {
 
  private:
   static constexpr const char* name = "RDropLoss";
+  // The fused sweep reads a pair's logits before it writes their gradient.
+  static constexpr bool pair_in_place = detail::softmax_kl_weights<Divergence>::fused;
 
   template <typename Y>
   struct Targets {
@@ -148,21 +163,20 @@ class RDropLoss : public PairedLoss<RDropLoss<Scalar, Divergence>, Scalar> {
   }
 
   template <typename Y>
-  detail::PairValues<Scalar> pair(const Targets<Y>& t, const detail::ConstRows<Scalar>& x,
+  detail::PairValues<Scalar> pair(const Targets<Y>& t, const Scalar* a, const Scalar* b, Eigen::Index cols,
                                   const detail::PairRows& r, const detail::TermScales<Scalar>& s, Scalar* ga,
                                   Scalar* gb) const {
     const detail::CrossEntropyTarget<Scalar> ta{t.row_label[static_cast<std::size_t>(r.first)], t.smoothing, s.task};
     const detail::CrossEntropyTarget<Scalar> tb{t.row_label[static_cast<std::size_t>(r.second)], t.smoothing, s.task};
-    const auto res = detail::divergence_pair(divergence_, x.row(r.first), x.row(r.second), x.cols,
-                                             s.divergence, ta, tb, ga, gb);
+    const auto res = detail::divergence_pair(divergence_, a, b, cols, s.divergence, ta, tb, ga, gb);
     return {res.ce_first, res.ce_second, res.divergence};
   }
 
   template <typename Y>
-  Scalar row(const Targets<Y>& t, const detail::ConstRows<Scalar>& x, Eigen::Index row, Scalar weight,
+  Scalar row(const Targets<Y>& t, const Scalar* x, Eigen::Index cols, Eigen::Index row, Scalar weight,
              Scalar* g) const {
     const detail::CrossEntropyTarget<Scalar> target{t.row_label[static_cast<std::size_t>(row)], t.smoothing, weight};
-    return detail::cross_entropy_row(x.row(row), x.cols, target, g ? g : detail::thread_scratch<Scalar>(x.cols, 0));
+    return detail::cross_entropy_row(x, cols, target, g ? g : detail::thread_scratch<Scalar>(cols, 0));
   }
 
   RDropOptions<Scalar> options_;

@@ -1,6 +1,10 @@
 // How the stand-alone loss functors reduce per-row values to one number.
 #pragma once
 
+#include "rdrop/detail/errors.hpp"
+
+#include <string>
+
 namespace rdrop {
 
 /// Reduction applied by `Evaluate` of the stand-alone functors
@@ -15,5 +19,15 @@ enum class Reduction {
   /// rows is 0, never NaN.
   Mean,
 };
+
+namespace detail {
+/// Throws for a Reduction value that names none (an int cast to it).
+inline void check_reduction(Reduction r, const char* where) {
+  if (r != Reduction::Sum && r != Reduction::Mean) {
+    fail(where, "argument 'reduction' is " + std::to_string(static_cast<int>(r)) +
+                    "; expected Reduction::Sum or Reduction::Mean");
+  }
+}
+}  // namespace detail
 
 }  // namespace rdrop

@@ -25,10 +25,16 @@ class SquaredError : public PairedDivergence<SquaredError<Scalar>, Scalar> {
  public:
   using PairedDivergence<SquaredError<Scalar>, Scalar>::PairedDivergence;
 
-  Scalar EvaluatePair(ConstRowMap<Scalar> a, ConstRowMap<Scalar> b) const { return (a - b).square().sum(); }
+  /// Σ_j (a_j − b_j)². Throws std::invalid_argument when the rows differ in length.
+  Scalar EvaluatePair(ConstRowMap<Scalar> a, ConstRowMap<Scalar> b) const {
+    detail::check_pair_lengths("SquaredError::EvaluatePair", a, b);
+    return (a - b).square().sum();
+  }
 
+  /// The same, its gradients overwriting grad_a and grad_b (all four rows of one length).
   Scalar EvaluatePairWithGradient(ConstRowMap<Scalar> a, ConstRowMap<Scalar> b, RowMap<Scalar>& grad_a,
                                   RowMap<Scalar>& grad_b) const {
+    detail::check_pair_lengths("SquaredError::EvaluatePairWithGradient", a, b, grad_a.size(), grad_b.size());
     grad_a = Scalar(2) * (a - b);
     grad_b = -grad_a;
     return EvaluatePair(a, b);
@@ -58,7 +64,8 @@ class RDropRegressionLoss
   friend class PairedLoss<RDropRegressionLoss<Scalar, Divergence>, Scalar>;
 
  public:
-  /// Throws std::invalid_argument for α < 0 (or infinite, or NaN) or threads < 0.
+  /// Throws std::invalid_argument for α < 0 (or infinite, or NaN), threads < 0,
+  /// or a layout or normalization that names no value of its enum.
   explicit RDropRegressionLoss(RegressionOptions<Scalar> options = {}, Divergence divergence = Divergence())
       : Base(std::move(divergence)), options_(options) {
     detail::check_common_options(options_, "RDropRegressionLoss::RDropRegressionLoss");

@@ -25,16 +25,14 @@ class SymmetricKL : public PairedDivergence<SymmetricKL<Scalar>, Scalar> {
   /// The same, its gradients overwriting grad_a and grad_b.
   Scalar EvaluatePairWithGradient(ConstRowMap<Scalar> a, ConstRowMap<Scalar> b,
                                   RowMap<Scalar>& grad_a, RowMap<Scalar>& grad_b) const {
-    if (grad_a.size() != a.size() || grad_b.size() != a.size()) {
-      detail::fail("SymmetricKL::EvaluatePairWithGradient", "rows must all have the same length");
-    }
+    detail::check_pair_lengths("SymmetricKL::EvaluatePairWithGradient", a, b, grad_a.size(), grad_b.size());
     return pair(a, b, grad_a.data(), grad_b.data());
   }
 
  private:
   Scalar pair(const ConstRowMap<Scalar>& a, const ConstRowMap<Scalar>& b, Scalar* ga,
               Scalar* gb) const {
-    if (a.size() != b.size()) detail::fail("SymmetricKL::EvaluatePair", "rows must have the same length");
+    detail::check_pair_lengths("SymmetricKL::EvaluatePair", a, b);
     if (a.size() == 0) return Scalar(0);
     const detail::CrossEntropyTarget<Scalar> none{};
     return detail::divergence_pair(*this, a.data(), b.data(), a.size(), Scalar(1), none, none, ga, gb)

@@ -1,4 +1,5 @@
-// Thread count for the pair-parallel sweeps (OpenMP builds only).
+// Thread count for the pair-parallel sweeps (OpenMP builds only: link
+// rdrop::openmp, or compile with -fopenmp).
 #pragma once
 
 #include <stdexcept>
@@ -15,7 +16,9 @@ inline int& global_thread_count() {
 
 /// Sets the number of threads every rdrop sweep uses when its call does not
 /// say otherwise; 0 (the default) means OpenMP's own default. Without OpenMP
-/// every sweep is sequential and this setting is kept but has no effect.
+/// (the rdrop::rdrop target) every sweep is sequential and this setting is
+/// kept but has no effect. It does not touch Eigen's own thread count
+/// (Eigen::setNbThreads), which governs the products in your model.
 /// Results are bitwise identical for any thread count.
 inline void set_num_threads(int threads) {
   if (threads < 0) {

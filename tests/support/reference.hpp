@@ -72,6 +72,35 @@ inline double kl(const MatrixD& a, Index ra, const MatrixD& b, Index rb) {
   return static_cast<double>(s);
 }
 
+/// Jensen–Shannon ½KL(p‖m) + ½KL(q‖m), m = ½(p + q), of rows ra of a and rb of b,
+/// in long double straight from the definition; 0·log 0 = 0.
+inline double js(const MatrixD& a, Index ra, const MatrixD& b, Index rb) {
+  const auto lp = log_softmax(a, ra), lq = log_softmax(b, rb);
+  long double s = 0;
+  for (std::size_t j = 0; j < lp.size(); ++j) {
+    const long double p = std::exp(lp[j]), q = std::exp(lq[j]), m = (p + q) / 2;
+    if (p > 0) s += p / 2 * std::log(p / m);
+    if (q > 0) s += q / 2 * std::log(q / m);
+  }
+  return static_cast<double>(s);
+}
+
+/// ∂JS/∂a for the row pair of js(), by the chain rule through p = softmax(a):
+/// ∂JS/∂p_j = ½ log(p_j / m_j), then ∂/∂a_i = p_i (∂_i − Σ_j p_j ∂_j).
+inline std::vector<double> js_gradient_first(const MatrixD& a, Index ra, const MatrixD& b, Index rb) {
+  const auto lp = log_softmax(a, ra), lq = log_softmax(b, rb);
+  std::vector<long double> dp(lp.size());
+  long double mean = 0;
+  for (std::size_t j = 0; j < lp.size(); ++j) {
+    const long double p = std::exp(lp[j]), q = std::exp(lq[j]);
+    dp[j] = p > 0 ? std::log(p / ((p + q) / 2)) / 2 : 0;
+    mean += p * dp[j];
+  }
+  std::vector<double> g(lp.size());
+  for (std::size_t j = 0; j < lp.size(); ++j) g[j] = static_cast<double>(std::exp(lp[j]) * (dp[j] - mean));
+  return g;
+}
+
 /// The paper's per-sample loss summed over samples:
 /// Σ_i CE(a_i) + CE(b_i) + α/2 [KL(p_i‖q_i) + KL(q_i‖p_i)], where a_i and b_i
 /// are rows first[i], second[i] of x and labels are per row (−1 = none).

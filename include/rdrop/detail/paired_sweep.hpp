@@ -109,14 +109,19 @@ std::vector<PairValues<Scalar>> sweep_pairs(const PairPlan& plan, Index cols, in
   return values;
 }
 
-/// Σ task and Σ divergence over pairs, in pair order.
+/// Σ task and Σ divergence over pairs, in pair order, compensated in double
+/// (see CompensatedSum): bitwise the same for any thread count.
 template <typename Scalar>
 RDropTerms<Scalar> sum_terms(const std::vector<PairValues<Scalar>>& values, const RDropCounts& counts) {
-  RDropTerms<Scalar> t;
+  CompensatedSum task, divergence;
   for (const PairValues<Scalar>& v : values) {
-    t.task_sum += v.task_first + v.task_second;
-    t.divergence_sum += v.divergence;
+    task.add(static_cast<double>(v.task_first));
+    task.add(static_cast<double>(v.task_second));
+    divergence.add(static_cast<double>(v.divergence));
   }
+  RDropTerms<Scalar> t;
+  t.task_sum = static_cast<Scalar>(task.total());
+  t.divergence_sum = static_cast<Scalar>(divergence.total());
   t.counts = counts;
   return t;
 }

@@ -8,6 +8,7 @@
 
 #include <Eigen/Core>
 
+#include <cmath>
 #include <vector>
 
 #ifdef _OPENMP
@@ -44,18 +45,40 @@ void parallel_ranges(Eigen::Index count, Eigen::Index work, int threads, Body&& 
 /// separates buffers that are live at the same time.
 template <typename Scalar>
 Scalar* thread_scratch(Eigen::Index n, int slot) {
-  thread_local std::vector<Scalar> buffers[4];
+  thread_local std::vector<Scalar> buffers[6];
   std::vector<Scalar>& b = buffers[slot];
   if (static_cast<Eigen::Index>(b.size()) < n) b.resize(static_cast<std::size_t>(n));
   return b.data();
 }
 
-/// Σ values in index order: a fixed order keeps results bitwise reproducible.
+/// A running sum in double with Neumaier's compensation: the sum of n
+/// float or double terms keeps its relative accuracy for any n (a float
+/// accumulator over 2^21 per-pair losses drifted by 0.6 %). Terms are added
+/// in the caller's order, so the result is bitwise the same for any thread
+/// count. Infinite and NaN terms propagate as in plain summation.
+class CompensatedSum {
+ public:
+  void add(double x) {
+    const double t = sum_ + x;
+    if (std::isfinite(t)) {
+      // The low-order part lost by sum_ + x, whichever term is larger.
+      compensation_ += std::abs(sum_) >= std::abs(x) ? (sum_ - t) + x : (x - t) + sum_;
+    }
+    sum_ = t;
+  }
+  double total() const { return std::isfinite(sum_) ? sum_ + compensation_ : sum_; }
+
+ private:
+  double sum_ = 0;
+  double compensation_ = 0;
+};
+
+/// Σ values in index order, compensated (see CompensatedSum).
 template <typename Scalar>
 Scalar ordered_sum(const std::vector<Scalar>& values) {
-  Scalar s = Scalar(0);
-  for (Scalar v : values) s += v;
-  return s;
+  CompensatedSum s;
+  for (Scalar v : values) s.add(static_cast<double>(v));
+  return static_cast<Scalar>(s.total());
 }
 
 }  // namespace rdrop::detail

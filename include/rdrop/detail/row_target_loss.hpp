@@ -37,6 +37,10 @@ class RowTargetLoss : public PairedLoss<Derived, Scalar> {
  protected:
   explicit RowTargetLoss(Divergence divergence) : divergence_(std::move(divergence)) {}
 
+  // Task rows and divergences write gradient rows before they are done
+  // reading the logits.
+  static constexpr bool pair_in_place = false;
+
   template <typename Y>
   struct Targets {
     std::unique_ptr<RowSource<Scalar>> rows;
@@ -60,17 +64,20 @@ class RowTargetLoss : public PairedLoss<Derived, Scalar> {
   }
 
   template <typename Y>
-  Scalar row(const Targets<Y>& t, const ConstRows<Scalar>& x, Index r, Scalar weight, Scalar* g) const {
-    const ConstRowMap<Scalar> target(t.rows->rows().row(t.row_of[static_cast<std::size_t>(r)]), x.cols);
-    return self().task_row(ConstRowMap<Scalar>(x.row(r), x.cols), target, weight, g);
+  Scalar row(const Targets<Y>& t, const Scalar* x, Index cols, Index r, Scalar weight, Scalar* g) const {
+    const ConstRowMap<Scalar> target(t.rows->rows().row(t.row_of[static_cast<std::size_t>(r)]), cols);
+    return self().task_row(ConstRowMap<Scalar>(x, cols), target, weight, g);
   }
 
   template <typename Y>
-  PairValues<Scalar> pair(const Targets<Y>& t, const ConstRows<Scalar>& x, const PairRows& r,
+  PairValues<Scalar> pair(const Targets<Y>& t, const Scalar* a, const Scalar* b, Index cols, const PairRows& r,
                           const TermScales<Scalar>& s, Scalar* ga, Scalar* gb) const {
     return task_and_divergence(
-        divergence_, x.row(r.first), x.row(r.second), x.cols, s.task, s.divergence,
-        [&](int side, Scalar w, Scalar* g) { return row(t, x, side == 0 ? r.first : r.second, w, g); }, ga, gb);
+        divergence_, a, b, cols, s.task, s.divergence,
+        [&](int side, Scalar w, Scalar* g) {
+          return side == 0 ? row(t, a, cols, r.first, w, g) : row(t, b, cols, r.second, w, g);
+        },
+        ga, gb);
   }
 
  private:

@@ -490,23 +490,25 @@ EIGEN_ALWAYS_INLINE GradientPair<X> gradient_of(const X& a, const X& b, const X&
           pmsub(eb, pm::pmadd(k.b1, pm::padd(d, k.kl_qp), k.b0), pm::pmadd(k.bp, ea, k.shift_b))};
 }
 
-/// Pass 3 on finite rows: both gradient rows, overwriting the exps.
+/// Pass 3 on finite rows: both gradient rows from the logits and the exps
+/// ea, eb (the gradient rows themselves, or scratch rows when the gradient
+/// overwrites the logits). Every element is read before it is written.
 template <typename Scalar>
-void gradients(const Scalar* a, const Scalar* b, Eigen::Index n, const GradientConstants<Scalar>& k,
-               Scalar* ga, Scalar* gb) {
+void gradients(const Scalar* a, const Scalar* b, const Scalar* ea, const Scalar* eb, Eigen::Index n,
+               const GradientConstants<Scalar>& k, Scalar* ga, Scalar* gb) {
   using P = Packet<Scalar>;
   const Eigen::Index full = full_packets_end<Scalar>(n);
   const auto kp = broadcast(P{}, k);
   for (Eigen::Index j = 0; j < full; j += packet_size<Scalar>) {
     const auto out = gradient_of(pm::ploadu<P>(a + j), pm::ploadu<P>(b + j),
-                                 pm::ploadu<P>(ga + j), pm::ploadu<P>(gb + j), kp);
+                                 pm::ploadu<P>(ea + j), pm::ploadu<P>(eb + j), kp);
     pm::pstoreu(ga + j, out.a);
     pm::pstoreu(gb + j, out.b);
   }
   const PaddedTail<Scalar> tail(n);
   if (!tail.empty()) {
     const auto out = gradient_of(tail.load(a, Scalar(0)), tail.load(b, Scalar(0)),
-                                 tail.load(ga, Scalar(0)), tail.load(gb, Scalar(0)), kp);
+                                 tail.load(ea, Scalar(0)), tail.load(eb, Scalar(0)), kp);
     tail.store(ga, out.a);
     tail.store(gb, out.b);
   }
@@ -515,14 +517,15 @@ void gradients(const Scalar* a, const Scalar* b, Eigen::Index n, const GradientC
 /// Pass 3 on rows with infinities, term by term with masks: a class at −inf
 /// in both rows gets exactly the CE part; a zero KL weight drops its terms.
 template <bool WithPQ, bool WithQP, typename Scalar>
-void masked_gradients(const Scalar* a, const Scalar* b, Eigen::Index n, Scalar inv_a, Scalar inv_b,
-                      Scalar gap, Scalar kl_pq, Scalar kl_qp, Scalar w_pq, Scalar w_qp, Scalar wa,
-                      Scalar wb, Scalar shift_a, Scalar shift_b, Scalar* ga, Scalar* gb) {
+void masked_gradients(const Scalar* a, const Scalar* b, const Scalar* ea, const Scalar* eb, Eigen::Index n,
+                      Scalar inv_a, Scalar inv_b, Scalar gap, Scalar kl_pq, Scalar kl_qp, Scalar w_pq,
+                      Scalar w_qp, Scalar wa, Scalar wb, Scalar shift_a, Scalar shift_b, Scalar* ga,
+                      Scalar* gb) {
   for_each_packet<Scalar>(n, [&](auto tag, Eigen::Index j) {
     using X = decltype(tag);
     const X zero = pm::pset1<X>(Scalar(0));
-    const X p = pm::pmul(load<X>(ga + j), pm::pset1<X>(inv_a));
-    const X q = pm::pmul(load<X>(gb + j), pm::pset1<X>(inv_b));
+    const X p = pm::pmul(load<X>(ea + j), pm::pset1<X>(inv_a));
+    const X q = pm::pmul(load<X>(eb + j), pm::pset1<X>(inv_b));
     X out_a = pm::psub(pm::pmul(pm::pset1<X>(wa), p), pm::pset1<X>(shift_a));
     X out_b = pm::psub(pm::pmul(pm::pset1<X>(wb), q), pm::pset1<X>(shift_b));
     if constexpr (WithPQ || WithQP) {
@@ -583,11 +586,13 @@ SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::In
   SoftmaxPairValues<Scalar> v;
   if (n <= 0) return v;
   const bool want_grad = ga != nullptr;
-  if (!want_grad) {
-    // Slots 0 and 1: a values-only sweep never runs while a caller holds them.
-    ga = thread_scratch<Scalar>(n, 0);
-    gb = thread_scratch<Scalar>(n, 1);
-  }
+  // Where the exps go between the passes: the gradient rows, or scratch
+  // rows when there is no gradient or it overwrites the logits (in place:
+  // the logits must outlive the exps pass). Slots 0 and 1: a caller never
+  // holds them across this call.
+  const bool in_place = want_grad && (ga == a || gb == b || ga == b || gb == a);
+  Scalar* ea = want_grad && !in_place ? ga : thread_scratch<Scalar>(n, 0);
+  Scalar* eb = want_grad && !in_place ? gb : thread_scratch<Scalar>(n, 1);
   // Prefetch plan (see above): short rows only; the current and the next
   // pair, 8 rows, then fit in 32 KiB of L1. Long rows stream well enough on
   // the hardware prefetchers, and pulling a whole next pair into L2 next to
@@ -616,8 +621,8 @@ SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::In
     constexpr bool Masked = decltype(masked)::value;
     ps::with_rows(ahead.count, [&](auto rows) {
       constexpr int Rows = decltype(rows)::value;
-      e = smoothing ? ps::shifted_exps<Masked, true, Rows>(a, b, n, exp_shift_a, exp_shift_b, ga, gb, ahead)
-                    : ps::shifted_exps<Masked, false, Rows>(a, b, n, exp_shift_a, exp_shift_b, ga, gb, ahead);
+      e = smoothing ? ps::shifted_exps<Masked, true, Rows>(a, b, n, exp_shift_a, exp_shift_b, ea, eb, ahead)
+                    : ps::shifted_exps<Masked, false, Rows>(a, b, n, exp_shift_a, exp_shift_b, ea, eb, ahead);
     });
   };
   auto sums_of_exps = [&](auto masked) {
@@ -630,7 +635,7 @@ SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::In
     gap = static_cast<Scalar>((W(exp_shift_a) - W(exp_shift_b)) + (log_exp_a - log_exp_b));
     inv_a = Scalar(1) / e.exp_a;
     inv_b = Scalar(1) / e.exp_b;
-    return ps::divergence_sums<Masked>(a, b, ga, gb, n, inv_a, inv_b, gap);
+    return ps::divergence_sums<Masked>(a, b, ea, eb, n, inv_a, inv_b, gap);
   };
   constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
   exps(std::false_type{});
@@ -682,15 +687,15 @@ SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::In
     k.b0 = static_cast<Scalar>((W(wb) + w_pq) * W(inv_b));
     k.bp = static_cast<Scalar>(w_pq * W(inv_a));
     k.shift_b = shift_b;
-    ps::gradients(a, b, n, k, ga, gb);
+    ps::gradients(a, b, ea, eb, n, k, ga, gb);
   } else {
     // A zero weight must not meet an infinite KL (0·inf = NaN): compiled out.
     const bool with_pq = w.kl_pq != Scalar(0), with_qp = w.kl_qp != Scalar(0);
     ps::with_flag(with_pq, [&](auto pq) {
       ps::with_flag(with_qp, [&](auto qp) {
         ps::masked_gradients<decltype(pq)::value, decltype(qp)::value>(
-            a, b, n, inv_a, inv_b, gap, sums.pq, sums.qp, w.kl_pq, w.kl_qp, wa, wb, shift_a,
-            shift_b, ga, gb);
+            a, b, ea, eb, n, inv_a, inv_b, gap, sums.pq, sums.qp, w.kl_pq, w.kl_qp, wa, wb,
+            shift_a, shift_b, ga, gb);
       });
     });
   }
