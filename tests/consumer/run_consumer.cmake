@@ -1,5 +1,5 @@
 # Drives one consumer test (see CMakeLists.txt in this directory):
-#   cmake -DMODE=<subdirectory|fetchcontent|install|find_package|pkgconfig>
+#   cmake -DMODE=<subdirectory|fetchcontent|install|find_package|pkgconfig|without_test_deps>
 #         -DRDROP_SOURCE_DIR=<rdrop> -DWORK_DIR=<scratch> -DPREFIX=<install prefix>
 #         -DGENERATOR=<generator> -DCXX=<compiler> [-DPKG_CONFIG=<pkg-config>]
 #         -P run_consumer.cmake
@@ -59,13 +59,39 @@ elseif(MODE STREQUAL "install")
   if(NOT DEFINED PREFIX)
     message(FATAL_ERROR "run_consumer: -DPREFIX=... is required")
   endif()
+  # Exactly the install commands of the README ("Use from CMake"), with its
+  # paths (rdrop, rdrop-build, /opt/rdrop) replaced by this test's.
   file(REMOVE_RECURSE "${PREFIX}")
-  run(${CMAKE_COMMAND} -S "${RDROP_SOURCE_DIR}" -B "${WORK_DIR}/rdrop-build" -G "${GENERATOR}"
-      -DCMAKE_CXX_COMPILER=${CXX} -DRDROP_BUILD_TESTS=OFF -DRDROP_BUILD_EXAMPLES=OFF -DRDROP_BUILD_BENCHMARKS=OFF)
-  run(${CMAKE_COMMAND} --install "${WORK_DIR}/rdrop-build" --prefix "${PREFIX}")
+  file(READ "${RDROP_SOURCE_DIR}/README.md" readme)
+  string(REGEX MATCH "```sh\n(cmake -S rdrop [^`]*cmake --install [^`]*)```" snippet "${readme}")
+  if(NOT CMAKE_MATCH_1)
+    message(FATAL_ERROR "run_consumer: README.md has no ```sh block with the install commands")
+  endif()
+  string(STRIP "${CMAKE_MATCH_1}" snippet)
+  string(REPLACE "\n" ";" commands "${snippet}")
+  foreach(command IN LISTS commands)
+    string(REPLACE "-S rdrop " "-S ${RDROP_SOURCE_DIR} " command "${command}")
+    string(REPLACE "rdrop-build" "${WORK_DIR}/rdrop-build" command "${command}")
+    string(REPLACE "/opt/rdrop" "${PREFIX}" command "${command}")
+    string(REGEX REPLACE "^cmake " "" command "${command}")
+    separate_arguments(args UNIX_COMMAND "${command}")
+    message(STATUS "README: cmake ${command}")
+    run(${CMAKE_COMMAND} ${args})
+  endforeach()
   foreach(file include/rdrop/rdrop.hpp share/cmake/rdrop/rdropConfig.cmake share/pkgconfig/rdrop.pc)
     if(NOT EXISTS "${PREFIX}/${file}")
       message(FATAL_ERROR "run_consumer: the install lacks ${file}")
+    endif()
+  endforeach()
+elseif(MODE STREQUAL "without_test_deps")
+  # A top-level configure on a machine without Catch2 and Google Benchmark
+  # succeeds and says what it skips.
+  run(${CMAKE_COMMAND} -S "${RDROP_SOURCE_DIR}" -B "${WORK_DIR}/rdrop-build" -G "${GENERATOR}"
+      -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_DISABLE_FIND_PACKAGE_Catch2=ON -DCMAKE_DISABLE_FIND_PACKAGE_benchmark=ON)
+  foreach(expected "Catch2 v2 not found" "Google Benchmark not found")
+    string(FIND "${last_output}" "${expected}" at)
+    if(at EQUAL -1)
+      message(FATAL_ERROR "run_consumer: the configure did not say '${expected}':\n${last_output}")
     endif()
   endforeach()
 elseif(MODE STREQUAL "find_package")
@@ -82,7 +108,8 @@ elseif(MODE STREQUAL "pkgconfig")
     message(FATAL_ERROR "run_consumer: rdrop.pc gives '${cflags}', not the test prefix ${PREFIX}")
   endif()
   separate_arguments(cflags UNIX_COMMAND "${cflags}")
-  run(${CXX} ${cflags} "${project_dir}/main.cpp" -o "${WORK_DIR}/consumer")
+  # A C++20 consumer: rdrop.pc must not turn it back into C++17.
+  run(${CXX} -std=c++20 -DRDROP_CONSUMER_CXX=202002L ${cflags} "${project_dir}/main.cpp" -o "${WORK_DIR}/consumer")
   run("${WORK_DIR}/consumer")
   message(STATUS "${last_output}")
 else()
