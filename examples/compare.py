@@ -14,7 +14,9 @@ accuracy_per_epoch.dat and accuracy_per_epoch.png.
 
 Resumable: a run whose log ends with its `test_accuracy=` line is not run
 again (--fresh runs everything anew), so the sweep can be stopped and
-started again at any time, e.g. niced in the background:
+started again at any time; a run another process is doing is skipped, so
+two processes can share the sweep (--seeds in opposite orders). Niced in
+the background:
 
     nice -n 19 examples/compare.py --classifier build/examples/rdrop_classifier
 
@@ -98,6 +100,9 @@ def run_one(args, setting, alpha, seed):
     done = finished(log_path, args.epochs)
     if args.report_only and not done:
         return None
+    if not done and claimed(log_path + ".partial"):
+        print(f"  {setting:16} alpha {alpha:<4g} seed {seed}: running in another process, skipped")
+        return None
     if args.fresh or not done:
         print(f"  {setting:16} alpha {alpha:<4g} seed {seed} ...", end="", flush=True)
         start = time.time()
@@ -119,6 +124,17 @@ def run_one(args, setting, alpha, seed):
     with open(csv_path) as f:
         epochs = list(csv.DictReader(f))
     return summary, epochs
+
+
+def claimed(partial_path):
+    """Whether another sweep process is running this run now: its partial log
+    was written in the last five minutes (the classifier logs every epoch).
+    Lets two processes share one sweep, e.g. one per core: --seeds 1,2,3,4,5
+    and --seeds 5,4,3,2,1."""
+    try:
+        return time.time() - os.path.getmtime(partial_path) < 300
+    except OSError:
+        return False
 
 
 def finished(log_path, epochs):
