@@ -7,8 +7,10 @@
 // Conventions shared by every kernel here:
 //  - a pair is two logit rows a (first copy) and b (second copy) of the same
 //    length `classes`, classes contiguous; p = softmax(a), q = softmax(b);
-//  - row i of a batch starts at base + i·stride (stride ≥ classes; gradient
-//    rows may not overlap inputs or each other);
+//  - row i of a batch starts at base + i·stride (stride ≥ classes); a
+//    gradient row may be its own input row (grad_a = a, grad_b = b: in
+//    place, bitwise the out-of-place result), and may not otherwise overlap
+//    inputs or other gradient rows;
 //  - everything is computed from logits (two exp per element, one log per
 //    row, no log of a probability); float or double; in float, the symmetric
 //    KL, the cross-entropies and the gradients stay within 1e-5 relative of

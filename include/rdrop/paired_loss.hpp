@@ -78,6 +78,10 @@ class PairedLoss {
 
   /// Writes ∂loss/∂logits for all rows into `gradient`, which is resized if
   /// it can be (Matrix, Tensor) and must have the logits' shape otherwise.
+  /// `gradient` may be the logits themselves (in place: it saves a
+  /// logits-sized buffer, and value and gradient are bitwise those of an
+  /// out-of-place call); any other overlap with the logits (shifted,
+  /// partial, another element order) or with the targets throws.
   template <typename X, typename Y, typename G>
   void Gradient(const X& logits, const Y& targets, G&& gradient) const {
     run(logits, targets, no_mask(), &gradient, no_values(), nullptr, "Gradient");
@@ -151,8 +155,10 @@ class PairedLoss {
   ///
   /// Throws std::invalid_argument for counts that no batch has (negative,
   /// more labeled rows than rows, more pairs than half the rows); a call on
-  /// a batch whose own counts exceed `global` throws too (an all-zero
-  /// RDropCounts{} on a non-empty batch would make its loss silently 0).
+  /// a batch that has labeled rows, pairs or rows where `global` counts 0
+  /// throws too (RDropCounts{} on a non-empty batch would make its loss
+  /// silently 0). Counts need not be a sum over workers: fixed counts give
+  /// every batch the same divisor (see docs/normalization.md).
   Derived WithCounts(const RDropCounts& global) const {
     const std::string where = method("WithCounts");
     if (global.labeled_rows < 0 || global.pairs < 0 || global.rows < 0 || global.labeled_rows > global.rows ||
@@ -258,13 +264,15 @@ class PairedLoss {
   }
 
   /// The counts to normalize by: the batch's own, or those given to
-  /// WithCounts, which must cover this batch (they are the sum over workers).
+  /// WithCounts. A count of 0 where this batch has terms would divide them
+  /// by nothing (a silent loss of 0): it throws.
   RDropCounts counts_for(const RDropCounts& own, const char* where) const {
     if (!fixed_counts_) return own;
     const RDropCounts& global = *fixed_counts_;
-    if (global.labeled_rows < own.labeled_rows || global.pairs < own.pairs || global.rows < own.rows) {
+    if ((own.labeled_rows > 0 && global.labeled_rows == 0) || (own.pairs > 0 && global.pairs == 0) ||
+        (own.rows > 0 && global.rows == 0)) {
       detail::fail(where, "the counts given to WithCounts " + detail::counts_str(global) +
-                              " are fewer than this batch's own " + detail::counts_str(own) +
+                              " have 0 where this batch has " + detail::counts_str(own) +
                               "; pass the sum of every worker's Count (all-reduced)");
     }
     return global;
