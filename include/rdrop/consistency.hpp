@@ -97,6 +97,59 @@ void add_softmax(const Matrix& logits, Matrix& sum) {
   }
 }
 
+inline void check_consistency_arguments(const ConsistencyOptions& options, Eigen::Index labels,
+                                        Eigen::Index rows, const char* where) {
+  if (options.passes < 1) {
+    fail(where, "argument 'passes' is " + std::to_string(options.passes) + "; expected >= 1");
+  }
+  if (options.batch_rows < 0) {
+    fail(where, "argument 'batch_rows' is " + std::to_string(options.batch_rows) + "; expected >= 0");
+  }
+  if (labels != rows) {
+    fail(where, "argument 'labels' has " + std::to_string(labels) + " entries; expected one per input row (" +
+                    std::to_string(rows) + ")");
+  }
+}
+
+/// Running totals of MeasureConsistency, in double and in row order: the
+/// result does not depend on batching.
+struct ConsistencyTally {
+  double kl_sum = 0.0;
+  Eigen::Index mc_correct = 0, det_correct = 0, agree = 0, labeled = 0;
+};
+
+/// Adds rows [first, first + off.rows()) to the tally: KL(mean ‖ softmax(off))
+/// per row, the two argmaxes against each other and against the labels.
+template <typename Matrix, typename Labels>
+void tally_rows(const Matrix& off, const Matrix& mean, const Labels& labels, Eigen::Index first,
+                ConsistencyTally& tally, const char* where) {
+  using Scalar = typename Matrix::Scalar;
+  const Eigen::Index classes = off.cols();
+  for (Eigen::Index r = 0; r < off.rows(); ++r) {
+    const Scalar* d = off.data() + r * classes;
+    const auto lse = log_sum_exp(d, classes);
+    Scalar kl = Scalar(0);
+    for (Eigen::Index c = 0; c < classes; ++c) {
+      const Scalar mc = mean(r, c);
+      if (mc > Scalar(0)) kl += mc * (std::log(mc) - lse.log_softmax(d[c]));
+    }
+    tally.kl_sum += static_cast<double>(kl);
+    const Eigen::Index mc_class = first_argmax(mean.row(r));
+    const Eigen::Index det_class = first_argmax(off.row(r));
+    tally.agree += mc_class == det_class;
+    const auto label = static_cast<std::int64_t>(labels(first + r));
+    if (label >= static_cast<std::int64_t>(classes)) {
+      fail(where, "argument 'labels' has " + std::to_string(label) + " at row " + std::to_string(first + r) +
+                      "; expected a class in [0, " + std::to_string(classes) + ") or a negative value for unlabeled");
+    }
+    if (label >= 0) {
+      ++tally.labeled;
+      tally.mc_correct += mc_class == label;
+      tally.det_correct += det_class == label;
+    }
+  }
+}
+
 }  // namespace detail
 
 /// Measures the consistency gap of a dropout model on `input` (one sample
@@ -133,23 +186,13 @@ auto MeasureConsistency(Forward&& forward, const Eigen::DenseBase<Input>& input,
   const char* where = "MeasureConsistency";
 
   const Eigen::Index rows = x.rows();
-  if (options.passes < 1) {
-    detail::fail(where, "argument 'passes' is " + std::to_string(options.passes) + "; expected >= 1");
-  }
-  if (options.batch_rows < 0) {
-    detail::fail(where, "argument 'batch_rows' is " + std::to_string(options.batch_rows) + "; expected >= 0");
-  }
-  if (labels.size() != rows) {
-    detail::fail(where, "argument 'labels' has " + std::to_string(labels.size()) +
-                            " entries; expected one per input row (" + std::to_string(rows) + ")");
-  }
+  detail::check_consistency_arguments(options, labels.size(), rows, where);
 
   ConsistencyReport<Scalar> report;
   report.samples = rows;
   report.passes = options.passes;
-  // Sums in double and in row order: the result does not depend on batching.
-  double kl_sum = 0.0;
-  Eigen::Index mc_correct = 0, det_correct = 0, agree = 0, classes = -1;
+  detail::ConsistencyTally tally;
+  Eigen::Index classes = -1;
   const Eigen::Index batch = options.batch_rows > 0 ? options.batch_rows : rows;
 
   auto evaluate = [&](const auto& rows_in, Eigen::Index first) {
@@ -171,30 +214,7 @@ auto MeasureConsistency(Forward&& forward, const Eigen::DenseBase<Input>& input,
     const Scalar inverse_passes = Scalar(1) / static_cast<Scalar>(options.passes);
     for (Eigen::Index i = 0; i < mean.size(); ++i) mean.data()[i] *= inverse_passes;
 
-    for (Eigen::Index r = 0; r < n; ++r) {
-      const Scalar* d = off.data() + r * classes;
-      const auto lse = detail::log_sum_exp(d, classes);
-      Scalar kl = Scalar(0);
-      for (Eigen::Index c = 0; c < classes; ++c) {
-        const Scalar mc = mean(r, c);
-        if (mc > Scalar(0)) kl += mc * (std::log(mc) - lse.log_softmax(d[c]));
-      }
-      kl_sum += static_cast<double>(kl);
-      const Eigen::Index mc_class = detail::first_argmax(mean.row(r));
-      const Eigen::Index det_class = detail::first_argmax(off.row(r));
-      agree += mc_class == det_class;
-      const auto label = static_cast<std::int64_t>(labels.derived()(first + r));
-      if (label >= static_cast<std::int64_t>(classes)) {
-        detail::fail(where, "argument 'labels' has " + std::to_string(label) + " at row " +
-                                std::to_string(first + r) + "; expected a class in [0, " +
-                                std::to_string(classes) + ") or a negative value for unlabeled");
-      }
-      if (label >= 0) {
-        ++report.labeled;
-        mc_correct += mc_class == label;
-        det_correct += det_class == label;
-      }
-    }
+    detail::tally_rows(off, mean, labels.derived(), first, tally, where);
   };
   // (A label >= C is caught as its row is reached: C is known only once
   // forward has run.)
@@ -210,10 +230,11 @@ auto MeasureConsistency(Forward&& forward, const Eigen::DenseBase<Input>& input,
     return count > 0 ? static_cast<Scalar>(value / static_cast<double>(count))
                      : std::numeric_limits<Scalar>::quiet_NaN();
   };
-  report.kl = rows > 0 ? per_row(kl_sum, rows) : Scalar(0);
-  report.mc_accuracy = per_row(static_cast<double>(mc_correct), report.labeled);
-  report.deterministic_accuracy = per_row(static_cast<double>(det_correct), report.labeled);
-  report.agreement = rows > 0 ? per_row(static_cast<double>(agree), rows) : Scalar(0);
+  report.labeled = tally.labeled;
+  report.kl = rows > 0 ? per_row(tally.kl_sum, rows) : Scalar(0);
+  report.mc_accuracy = per_row(static_cast<double>(tally.mc_correct), report.labeled);
+  report.deterministic_accuracy = per_row(static_cast<double>(tally.det_correct), report.labeled);
+  report.agreement = rows > 0 ? per_row(static_cast<double>(tally.agree), rows) : Scalar(0);
   return report;
 }
 

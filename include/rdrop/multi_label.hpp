@@ -2,12 +2,12 @@
 #pragma once
 
 #include "rdrop/detail/errors.hpp"
-#include "rdrop/detail/row_target_loss.hpp"
 #include "rdrop/detail/rows.hpp"
 #include "rdrop/divergence.hpp"
 #include "rdrop/layout.hpp"
 #include "rdrop/normalization.hpp"
 #include "rdrop/paired_loss.hpp"
+#include "rdrop/row_target_loss.hpp"
 
 #include <Eigen/Core>
 

@@ -5,10 +5,10 @@
 #include "rdrop/detail/aliasing.hpp"
 #include "rdrop/detail/errors.hpp"
 #include "rdrop/detail/labels.hpp"
-#include "rdrop/detail/paired_sweep.hpp"
 #include "rdrop/detail/rows.hpp"
 #include "rdrop/layout.hpp"
 #include "rdrop/normalization.hpp"
+#include "rdrop/pair_plan.hpp"
 #include "rdrop/terms.hpp"
 
 #include <Eigen/Core>

@@ -5,12 +5,12 @@
 #include "rdrop/cross_entropy.hpp"
 #include "rdrop/detail/errors.hpp"
 #include "rdrop/detail/labels.hpp"
-#include "rdrop/detail/paired_sweep.hpp"
 #include "rdrop/detail/parallel.hpp"
 #include "rdrop/detail/rows.hpp"
 #include "rdrop/divergence.hpp"
 #include "rdrop/layout.hpp"
 #include "rdrop/normalization.hpp"
+#include "rdrop/pair_plan.hpp"
 #include "rdrop/paired_loss.hpp"
 #include "rdrop/symmetric_kl.hpp"
 

@@ -2,17 +2,12 @@
 // rdrop::openmp, or compile with -fopenmp).
 #pragma once
 
+#include "rdrop/detail/thread_count.hpp"
+
 #include <stdexcept>
 #include <string>
 
 namespace rdrop {
-
-namespace detail {
-inline int& global_thread_count() {
-  static int count = 0;
-  return count;
-}
-}  // namespace detail
 
 /// Sets the number of threads every rdrop sweep uses when its call does not
 /// say otherwise; 0 (the default) means OpenMP's own default. Without OpenMP

@@ -4,7 +4,7 @@
 // the thread count.
 #pragma once
 
-#include "rdrop/threads.hpp"
+#include "rdrop/detail/thread_count.hpp"
 
 #include <Eigen/Core>
 
@@ -23,7 +23,7 @@ namespace rdrop::detail {
 template <typename Body>
 void parallel_ranges(Eigen::Index count, Eigen::Index work, int threads, Body&& body) {
 #ifdef _OPENMP
-  int t = threads > 0 ? threads : num_threads();
+  int t = threads > 0 ? threads : global_thread_count();
   if (t <= 0) t = omp_get_max_threads();
   if (t > 1 && count > 1 && work >= (Eigen::Index(1) << 16)) {
 #pragma omp parallel num_threads(t)

@@ -556,6 +556,126 @@ EIGEN_STRONG_INLINE decltype(auto) with_flag(bool flag, F&& f) {
   return f(std::false_type{});
 }
 
+/// Prefetch plan of fused_pair: short rows only; the current and the next
+/// pair, 8 rows, then fit in 32 KiB of L1. Long rows stream well enough on
+/// the hardware prefetchers, and pulling a whole next pair into L2 next to
+/// the current one measured slower.
+template <typename Scalar>
+Prefetch<Scalar> prefetch_plan(Eigen::Index n, const NextPair<Scalar>& next, bool want_grad) {
+  Prefetch<Scalar> ahead;
+  if (n * static_cast<Eigen::Index>(sizeof(Scalar)) > 4096) return ahead;
+  ahead.add(next.a);
+  ahead.add(next.b);
+  if (want_grad) {
+    ahead.add(next.grad_a);
+    ahead.add(next.grad_b);
+  }
+  return ahead;
+}
+
+/// What passes 1 and 2 leave for the values and the gradient pass.
+template <typename Scalar>
+struct PairSums {
+  ExpSums<Scalar> exp;
+  DivergenceSums<Scalar> div;
+  Scalar shift_a = 0, shift_b = 0;  ///< the exps' shifts
+  Scalar inv_a = 0, inv_b = 0;      ///< 1 / Σ exps
+  Scalar gap = 0;                   ///< lse(a) − lse(b)
+  Wide<Scalar> log_exp_a = 0, log_exp_b = 0;
+  bool masked = false;  ///< a row held ±inf or NaN: masked passes were used
+};
+
+/// Pass 1 (exps into ea, eb) and pass 2 (divergence sums), unmasked, or
+/// masked when a row turns out to hold −inf (or +inf, or NaN).
+template <typename Scalar>
+PairSums<Scalar> exps_and_sums(const Scalar* a, const Scalar* b, Eigen::Index n, bool smoothing,
+                               const Prefetch<Scalar>& ahead, Scalar* ea, Scalar* eb) {
+  using W = Wide<Scalar>;
+  PairSums<Scalar> s;
+  s.shift_a = first_packet_max(a, n);
+  s.shift_b = first_packet_max(b, n);
+  auto exps = [&](auto masked) {
+    constexpr bool Masked = decltype(masked)::value;
+    with_rows(ahead.count, [&](auto rows) {
+      constexpr int Rows = decltype(rows)::value;
+      s.exp = smoothing ? shifted_exps<Masked, true, Rows>(a, b, n, s.shift_a, s.shift_b, ea, eb, ahead)
+                        : shifted_exps<Masked, false, Rows>(a, b, n, s.shift_a, s.shift_b, ea, eb, ahead);
+    });
+  };
+  auto sums_of_exps = [&](auto masked) {
+    constexpr bool Masked = decltype(masked)::value;
+    // lse_a − lse_b as (shift_a − shift_b) + (log Σea − log Σeb): close
+    // copies (the R-Drop case) lose no digits to their large common
+    // log-sum-exp, and swapping a and b negates it exactly.
+    s.log_exp_a = std::log(W(s.exp.exp_a));
+    s.log_exp_b = std::log(W(s.exp.exp_b));
+    s.gap = static_cast<Scalar>((W(s.shift_a) - W(s.shift_b)) + (s.log_exp_a - s.log_exp_b));
+    s.inv_a = Scalar(1) / s.exp.exp_a;
+    s.inv_b = Scalar(1) / s.exp.exp_b;
+    s.div = divergence_sums<Masked>(a, b, ea, eb, n, s.inv_a, s.inv_b, s.gap);
+  };
+  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
+  exps(std::false_type{});
+  const W headroom = shift_headroom<Scalar>(n);
+  s.masked = !(std::abs(s.exp.max_a) < inf && std::abs(s.exp.max_b) < inf);
+  if (!s.masked && !(W(s.exp.max_a) - W(s.shift_a) < headroom && W(s.exp.max_b) - W(s.shift_b) < headroom)) {
+    s.shift_a = s.exp.max_a;  // the guess was too low: redo with the maxima
+    s.shift_b = s.exp.max_b;
+    exps(std::false_type{});
+  }
+  if (!s.masked) {
+    sums_of_exps(std::false_type{});
+    s.masked = !(std::abs(s.div.sym) < inf && std::abs(s.div.pq) < inf && std::abs(s.div.qp) < inf);
+  }
+  if (s.masked) {
+    s.shift_a = s.exp.max_a;
+    s.shift_b = s.exp.max_b;
+    exps(std::true_type{});
+    sums_of_exps(std::true_type{});
+  }
+  return s;
+}
+
+/// Pass 3: both gradient rows from the logits, the exps and the sums, then
+/// the targets' one-hot parts.
+template <typename Scalar>
+void gradient_pass(const Scalar* a, const Scalar* b, const Scalar* ea, const Scalar* eb, Eigen::Index n,
+                   const SoftmaxPairWeights<Scalar>& w, const PairSums<Scalar>& s, Scalar* ga, Scalar* gb) {
+  using W = Wide<Scalar>;
+  const Scalar wa = w.first.label >= 0 ? w.first.weight : Scalar(0);
+  const Scalar wb = w.second.label >= 0 ? w.second.weight : Scalar(0);
+  const W inv_c = W(1) / static_cast<W>(n);
+  const Scalar shift_a = static_cast<Scalar>(W(wa) * W(w.first.smoothing) * inv_c);
+  const Scalar shift_b = static_cast<Scalar>(W(wb) * W(w.second.smoothing) * inv_c);
+  if (!s.masked) {
+    const W w_pq = w.kl_pq, w_qp = w.kl_qp;
+    GradientConstants<Scalar> k;
+    k.gap = s.gap;
+    k.kl_pq = s.div.pq;
+    k.kl_qp = s.div.qp;
+    k.a1 = static_cast<Scalar>(w_pq * W(s.inv_a));
+    k.a0 = static_cast<Scalar>((W(wa) + w_qp) * W(s.inv_a));
+    k.aq = static_cast<Scalar>(w_qp * W(s.inv_b));
+    k.shift_a = shift_a;
+    k.b1 = static_cast<Scalar>(-w_qp * W(s.inv_b));
+    k.b0 = static_cast<Scalar>((W(wb) + w_pq) * W(s.inv_b));
+    k.bp = static_cast<Scalar>(w_pq * W(s.inv_a));
+    k.shift_b = shift_b;
+    gradients(a, b, ea, eb, n, k, ga, gb);
+  } else {
+    // A zero weight must not meet an infinite KL (0·inf = NaN): compiled out.
+    with_flag(w.kl_pq != Scalar(0), [&](auto pq) {
+      with_flag(w.kl_qp != Scalar(0), [&](auto qp) {
+        masked_gradients<decltype(pq)::value, decltype(qp)::value>(a, b, ea, eb, n, s.inv_a, s.inv_b, s.gap,
+                                                                   s.div.pq, s.div.qp, w.kl_pq, w.kl_qp, wa, wb,
+                                                                   shift_a, shift_b, ga, gb);
+      });
+    });
+  }
+  if (wa != Scalar(0)) ga[w.first.label] -= wa * (Scalar(1) - w.first.smoothing);
+  if (wb != Scalar(0)) gb[w.second.label] -= wb * (Scalar(1) - w.second.smoothing);
+}
+
 }  // namespace pair_sweep
 
 /// The fused paired sweep over one pair of logit rows a, b (length n).
@@ -593,114 +713,21 @@ SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::In
   const bool in_place = want_grad && (ga == a || gb == b || ga == b || gb == a);
   Scalar* ea = want_grad && !in_place ? ga : thread_scratch<Scalar>(n, 0);
   Scalar* eb = want_grad && !in_place ? gb : thread_scratch<Scalar>(n, 1);
-  // Prefetch plan (see above): short rows only; the current and the next
-  // pair, 8 rows, then fit in 32 KiB of L1. Long rows stream well enough on
-  // the hardware prefetchers, and pulling a whole next pair into L2 next to
-  // the current one measured slower.
-  const bool short_rows = n * static_cast<Eigen::Index>(sizeof(Scalar)) <= 4096;
-  ps::Prefetch<Scalar> ahead;
-  if (short_rows) {
-    ahead.add(next.a);
-    ahead.add(next.b);
-    if (want_grad) {
-      ahead.add(next.grad_a);
-      ahead.add(next.grad_b);
-    }
-  }
-
   const bool with_ce_a = w.first.label >= 0, with_ce_b = w.second.label >= 0;
   const bool smoothing = (with_ce_a && w.first.smoothing != Scalar(0)) ||
                          (with_ce_b && w.second.smoothing != Scalar(0));
-
-  // Pass 1 (exps) and pass 2 (divergence sums), unmasked or masked.
-  Scalar exp_shift_a = ps::first_packet_max(a, n), exp_shift_b = ps::first_packet_max(b, n);
-  ps::ExpSums<Scalar> e;
-  Scalar inv_a = 0, inv_b = 0, gap = 0;
-  W log_exp_a = 0, log_exp_b = 0;
-  auto exps = [&](auto masked) {
-    constexpr bool Masked = decltype(masked)::value;
-    ps::with_rows(ahead.count, [&](auto rows) {
-      constexpr int Rows = decltype(rows)::value;
-      e = smoothing ? ps::shifted_exps<Masked, true, Rows>(a, b, n, exp_shift_a, exp_shift_b, ea, eb, ahead)
-                    : ps::shifted_exps<Masked, false, Rows>(a, b, n, exp_shift_a, exp_shift_b, ea, eb, ahead);
-    });
-  };
-  auto sums_of_exps = [&](auto masked) {
-    constexpr bool Masked = decltype(masked)::value;
-    // lse_a − lse_b as (shift_a − shift_b) + (log Σea − log Σeb): close
-    // copies (the R-Drop case) lose no digits to their large common
-    // log-sum-exp, and swapping a and b negates it exactly.
-    log_exp_a = std::log(W(e.exp_a));
-    log_exp_b = std::log(W(e.exp_b));
-    gap = static_cast<Scalar>((W(exp_shift_a) - W(exp_shift_b)) + (log_exp_a - log_exp_b));
-    inv_a = Scalar(1) / e.exp_a;
-    inv_b = Scalar(1) / e.exp_b;
-    return ps::divergence_sums<Masked>(a, b, ea, eb, n, inv_a, inv_b, gap);
-  };
-  constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
-  exps(std::false_type{});
-  const W headroom = ps::shift_headroom<Scalar>(n);
-  bool masked = !(std::abs(e.max_a) < inf && std::abs(e.max_b) < inf);
-  if (!masked && !(W(e.max_a) - W(exp_shift_a) < headroom && W(e.max_b) - W(exp_shift_b) < headroom)) {
-    exp_shift_a = e.max_a;  // the guess was too low: redo with the maxima
-    exp_shift_b = e.max_b;
-    exps(std::false_type{});
-  }
-  ps::DivergenceSums<Scalar> sums;
-  if (!masked) {
-    sums = sums_of_exps(std::false_type{});
-    masked = !(std::abs(sums.sym) < inf && std::abs(sums.pq) < inf && std::abs(sums.qp) < inf);
-  }
-  if (masked) {
-    exp_shift_a = e.max_a;
-    exp_shift_b = e.max_b;
-    exps(std::true_type{});
-    sums = sums_of_exps(std::true_type{});
-  }
-  v.symmetric = Scalar(0.5) * sums.sym;
-  v.kl_pq = sums.pq;
-  v.kl_qp = sums.qp;
+  const ps::PairSums<Scalar> s =
+      ps::exps_and_sums(a, b, n, smoothing, ps::prefetch_plan(n, next, want_grad), ea, eb);
+  v.symmetric = Scalar(0.5) * s.div.sym;
+  v.kl_pq = s.div.pq;
+  v.kl_qp = s.div.qp;
   if (with_ce_a || with_ce_b) {
     // Each log-sum-exp from its own shift: lse_a − gap would cancel
     // catastrophically when one copy's logits dwarf the other's.
-    v.ce_first = cross_entropy_from(a, n, exp_shift_a, log_exp_a, W(e.sum_a), w.first);
-    v.ce_second = cross_entropy_from(b, n, exp_shift_b, log_exp_b, W(e.sum_b), w.second);
+    v.ce_first = cross_entropy_from(a, n, s.shift_a, s.log_exp_a, W(s.exp.sum_a), w.first);
+    v.ce_second = cross_entropy_from(b, n, s.shift_b, s.log_exp_b, W(s.exp.sum_b), w.second);
   }
-  if (!want_grad) return v;
-
-  const Scalar wa = with_ce_a ? w.first.weight : Scalar(0);
-  const Scalar wb = with_ce_b ? w.second.weight : Scalar(0);
-  const W inv_c = W(1) / static_cast<W>(n);
-  const Scalar shift_a = static_cast<Scalar>(W(wa) * W(w.first.smoothing) * inv_c);
-  const Scalar shift_b = static_cast<Scalar>(W(wb) * W(w.second.smoothing) * inv_c);
-  if (!masked) {
-    const W w_pq = w.kl_pq, w_qp = w.kl_qp;
-    ps::GradientConstants<Scalar> k;
-    k.gap = gap;
-    k.kl_pq = sums.pq;
-    k.kl_qp = sums.qp;
-    k.a1 = static_cast<Scalar>(w_pq * W(inv_a));
-    k.a0 = static_cast<Scalar>((W(wa) + w_qp) * W(inv_a));
-    k.aq = static_cast<Scalar>(w_qp * W(inv_b));
-    k.shift_a = shift_a;
-    k.b1 = static_cast<Scalar>(-w_qp * W(inv_b));
-    k.b0 = static_cast<Scalar>((W(wb) + w_pq) * W(inv_b));
-    k.bp = static_cast<Scalar>(w_pq * W(inv_a));
-    k.shift_b = shift_b;
-    ps::gradients(a, b, ea, eb, n, k, ga, gb);
-  } else {
-    // A zero weight must not meet an infinite KL (0·inf = NaN): compiled out.
-    const bool with_pq = w.kl_pq != Scalar(0), with_qp = w.kl_qp != Scalar(0);
-    ps::with_flag(with_pq, [&](auto pq) {
-      ps::with_flag(with_qp, [&](auto qp) {
-        ps::masked_gradients<decltype(pq)::value, decltype(qp)::value>(
-            a, b, ea, eb, n, inv_a, inv_b, gap, sums.pq, sums.qp, w.kl_pq, w.kl_qp, wa, wb,
-            shift_a, shift_b, ga, gb);
-      });
-    });
-  }
-  if (wa != Scalar(0)) ga[w.first.label] -= wa * (Scalar(1) - w.first.smoothing);
-  if (wb != Scalar(0)) gb[w.second.label] -= wb * (Scalar(1) - w.second.smoothing);
+  if (want_grad) ps::gradient_pass(a, b, ea, eb, n, w, s, ga, gb);
   return v;
 }
 

@@ -1,8 +1,13 @@
-// The sweep shared by every R-Drop loss: which rows and pairs take part,
-// the pass over pairs (skipping masked ones), and the reduction of their
-// values in a fixed order.
+// The machinery every R-Drop loss shares (namespace detail: building blocks
+// for a loss, not API): labels and masks of a duplicated batch spread over
+// its rows, which rows and pairs take part, the pass over pairs (skipping
+// masked ones), and the reduction of their values in a fixed order. It sits
+// beside the public headers because it speaks their vocabulary (Layout,
+// RDropCounts, RDropTerms); rdrop/detail/ is the numeric layer below.
 #pragma once
 
+#include "rdrop/detail/errors.hpp"
+#include "rdrop/detail/labels.hpp"
 #include "rdrop/detail/parallel.hpp"
 #include "rdrop/detail/rows.hpp"
 #include "rdrop/detail/zero_fill.hpp"
@@ -13,9 +18,77 @@
 
 #include <algorithm>
 #include <limits>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 namespace rdrop::detail {
+
+/// Labels of a duplicated batch, given once per sample (rows/2 entries, in
+/// pair order) or once per row; returned one per row, ignore label as -1.
+inline std::vector<Index> paired_row_labels(const std::vector<Index>& labels,
+                                            const Shape& logits, Layout layout,
+                                            Index ignore_index, const char* where) {
+  const Index rows = logits.rows();
+  const Index pairs = rows / 2;
+  const auto given = static_cast<Index>(labels.size());
+  if (given == rows) return per_row_labels(labels, logits, ignore_index, where);
+  if (given != pairs) {
+    fail(where, "argument 'labels' has " + std::to_string(given) + " entries; expected " +
+                    std::to_string(pairs) + " (one per sample) or " + std::to_string(rows) +
+                    " (one per row) for logits of shape " + logits.str());
+  }
+  check_label_values(labels, logits.cols(), ignore_index, where);
+  std::vector<Index> out(static_cast<std::size_t>(rows));
+  for (Index k = 0; k < pairs; ++k) {
+    const PairRows r = pair_rows(layout, k, rows, logits.group());
+    const Index y = labels[static_cast<std::size_t>(k)];
+    out[static_cast<std::size_t>(r.first)] = out[static_cast<std::size_t>(r.second)] =
+        (y == ignore_index) ? -1 : y;
+  }
+  return out;
+}
+
+/// A keep-mask (non-zero = keep) from any Eigen vector or tensor of bool,
+/// integer or floating type, given once per pair (rows/2, in pair order) or
+/// once per row; returned once per row.
+template <typename M>
+std::vector<char> paired_row_mask(const M& mask, const Shape& logits, Layout layout, const char* where) {
+  using T = std::remove_cv_t<std::remove_reference_t<M>>;
+  static_assert(is_eigen_dense_v<T> || is_tensor_v<T>,
+                "rdrop: a mask must be an Eigen vector or an Eigen::Tensor/TensorMap (non-zero = keep)");
+  using V = scalar_of_t<T>;
+  static_assert(std::is_arithmetic_v<V>, "rdrop: a mask must hold bool, integer or floating values");
+  std::vector<char> given;
+  if constexpr (is_tensor_v<T>) {
+    static_assert(static_cast<int>(T::Layout) == static_cast<int>(Eigen::RowMajor) || T::NumIndices <= 1,
+                  "rdrop: tensor masks must be RowMajor");
+    given.resize(static_cast<std::size_t>(mask.size()));
+    for (Index i = 0; i < mask.size(); ++i) given[static_cast<std::size_t>(i)] = mask.data()[i] != V(0);
+  } else {
+    if (mask.rows() != 1 && mask.cols() != 1 && mask.size() != 0) {
+      fail(where, "argument 'mask' has shape " + shape(mask.rows(), mask.cols()) + "; expected a vector");
+    }
+    given.resize(static_cast<std::size_t>(mask.size()));
+    for (Index i = 0; i < mask.size(); ++i) {
+      given[static_cast<std::size_t>(i)] = (mask.rows() == 1 ? mask.coeff(0, i) : mask.coeff(i, 0)) != V(0);
+    }
+  }
+  const Index rows = logits.rows(), pairs = rows / 2;
+  const auto n = static_cast<Index>(given.size());
+  if (n == rows) return given;
+  if (n != pairs) {
+    fail(where, "argument 'mask' has " + std::to_string(n) + " entries; expected " + std::to_string(pairs) +
+                    " (one per sample) or " + std::to_string(rows) + " (one per row) for logits of shape " +
+                    logits.str());
+  }
+  std::vector<char> out(static_cast<std::size_t>(rows));
+  for (Index k = 0; k < pairs; ++k) {
+    const PairRows r = pair_rows(layout, k, rows, logits.group());
+    out[static_cast<std::size_t>(r.first)] = out[static_cast<std::size_t>(r.second)] = given[static_cast<std::size_t>(k)];
+  }
+  return out;
+}
 
 /// Which rows carry a task term and which pairs a divergence term, resolved
 /// from labels and masks before any logit is read.
