@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer harness fuzz/fuzz_rdrop.cpp with clang (libFuzzer +
-# AddressSanitizer + UndefinedBehaviorSanitizer) and runs it for a bounded
+# Builds the libFuzzer harness (fuzz/fuzz_rdrop.cpp, the dispatcher, and one
+# file per API family, fuzz/*.cpp) with clang (libFuzzer + AddressSanitizer
+# + UndefinedBehaviorSanitizer) into one binary, and runs it for a bounded
 # time, starting from the committed seed corpus fuzz/corpus/ (copied into
 # the build directory, so the committed corpus is never written). Prints the
 # number of executions; exits non-zero on any finding, whose reproducer is
@@ -12,24 +13,49 @@
 # Environment: RDROP_FUZZ_DIR (default build-fuzz), RDROP_FUZZ_CXX (default
 # clang++-14, else clang++), RDROP_FUZZ_FLAGS (extra compiler flags, e.g.
 # -mavx2 to fuzz the AVX2 paths), RDROP_FUZZ_SEED (libFuzzer's -seed;
-# default 0, a random seed each run; tools/hardening.sh fixes it, see there).
+# default 0, a random seed each run; tools/hardening.sh fixes it, see there),
+# RDROP_JOBS (files compiled at once; default nproc).
 set -euo pipefail
 seconds=${1:-60}
-root=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
 out=${RDROP_FUZZ_DIR:-$root/build-fuzz}
 cxx=${RDROP_FUZZ_CXX:-$(command -v clang++-14 || command -v clang++)}
 eigen=$(pkg-config --cflags-only-I eigen3 2>/dev/null | sed 's/^-I//;s/ .*//')
 [ -n "$eigen" ] || eigen=/usr/include/eigen3
 mkdir -p "$out"
 
-# Rebuild when the harness, a header or the flags changed.
+# One object per harness file, rebuilt when it, a harness header, an rdrop
+# header or the flags changed; the objects compile in parallel.
 flags="-std=c++17 -O1 -g1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all ${RDROP_FUZZ_FLAGS:-}"
+jobs=${RDROP_JOBS:-$(nproc)}
 binary=$out/fuzz_rdrop
-if [ ! -x "$binary" ] || [ "$(cat "$out/flags" 2>/dev/null)" != "$cxx $flags" ] ||
-   [ -n "$(find "$root/fuzz/fuzz_rdrop.cpp" "$root/include" -newer "$binary" -print -quit)" ]; then
-  start=$(date +%s)
-  # shellcheck disable=SC2086  # flags is a list of words
-  "$cxx" $flags -I"$root/include" -isystem "$eigen" "$root/fuzz/fuzz_rdrop.cpp" -o "$binary.tmp"
+[ "$(cat "$out/flags" 2>/dev/null)" = "$cxx $flags" ] || rm -rf "$out/obj"
+mkdir -p "$out/obj"
+objects=() pids=() status=0 start=$(date +%s)
+for src in "$here"/*.cpp; do
+  obj=$out/obj/$(basename "${src%.cpp}").o
+  objects+=("$obj")
+  if [ ! -f "$obj" ] || [ -n "$(find "$src" "$here"/*.hpp "$root/include" -newer "$obj" -print -quit)" ]; then
+    # shellcheck disable=SC2086  # flags is a list of words
+    "$cxx" $flags -I"$root/include" -isystem "$eigen" -c "$src" -o "$obj" &
+    pids+=($!)
+    if ((${#pids[@]} >= jobs)); then
+      wait "${pids[0]}" || status=$?
+      pids=("${pids[@]:1}")
+    fi
+  fi
+done
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+if ((status != 0)); then
+  rm -f "$binary"
+  echo "fuzz_rdrop: build failed" >&2
+  exit "$status"
+fi
+if [ ! -x "$binary" ] || [ -n "$(find "${objects[@]}" -newer "$binary" -print -quit)" ] ||
+   [ "$(cat "$out/flags" 2>/dev/null)" != "$cxx $flags" ]; then
+  # shellcheck disable=SC2086
+  "$cxx" $flags "${objects[@]}" -o "$binary.tmp"
   mv "$binary.tmp" "$binary"
   echo "$cxx $flags" >"$out/flags"
   echo "fuzz_rdrop: built in $(($(date +%s) - start)) s"
@@ -38,7 +64,7 @@ fi
 # A fresh working corpus each run: the seeds, plus what this run finds.
 rm -rf "$out/corpus"
 mkdir -p "$out/corpus"
-cp "$root"/fuzz/corpus/* "$out/corpus/" 2>/dev/null || true
+cp "$here"/corpus/* "$out/corpus/" 2>/dev/null || true
 log=$out/fuzz.log
 status=0
 "$binary" -seed="${RDROP_FUZZ_SEED:-0}" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \

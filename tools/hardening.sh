@@ -2,7 +2,7 @@
 # Hardening checks, the last step of tools/run-tests.sh (and so of .ci/run):
 #   1. the whole test suite (rdrop_tests) built and run under
 #      AddressSanitizer + UndefinedBehaviorSanitizer (GCC);
-#   2. the libFuzzer harness fuzz/fuzz_rdrop.cpp (clang) for a bounded time;
+#   2. the libFuzzer harness fuzz/ (clang) for a bounded time;
 #   3. clang-tidy (.clang-tidy) on translation units that instantiate the
 #      whole API, diagnostics limited to include/rdrop/;
 #   4. cppcheck on the headers.
@@ -102,7 +102,7 @@ cppcheck_headers() {
     --suppress=shadowFunction:include/rdrop/detail/packet.hpp \
     -DEIGEN_STRONG_INLINE=inline -DEIGEN_ALWAYS_INLINE=inline -I include \
     tests/header_check.cpp docs/examples/kernels.cpp docs/examples/dropout.cpp \
-    docs/examples/consistency.cpp docs/examples/inputs_and_errors.cpp fuzz/fuzz_rdrop.cpp
+    docs/examples/consistency.cpp docs/examples/inputs_and_errors.cpp fuzz/*.cpp
   report "cppcheck" "$t0"
 }
 
