@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer harness (fuzz/fuzz_rdrop.cpp, the dispatcher, and one
-# file per API family, fuzz/*.cpp) with clang (libFuzzer + AddressSanitizer
-# + UndefinedBehaviorSanitizer) into one binary, and runs it for a bounded
-# time, starting from the committed seed corpus fuzz/corpus/ (copied into
-# the build directory, so the committed corpus is never written). Prints the
-# number of executions; exits non-zero on any finding, whose reproducer is
-# left in the build directory (replay: build-fuzz/fuzz_rdrop <file>, with
-# FUZZ_RDROP_VERBOSE=1 to print what the input drew).
+# Builds the libFuzzer harness (tests/fuzz/fuzz_rdrop.cpp, the dispatcher,
+# and one file per API family, tests/fuzz/*.cpp) with clang (libFuzzer +
+# AddressSanitizer + UndefinedBehaviorSanitizer) into one binary, and runs
+# it for a bounded time, starting from the committed seed corpus
+# tests/fuzz/corpus/ (copied into the build directory, so the committed
+# corpus is never written). Prints the number of executions; exits non-zero
+# on any finding, whose reproducer is left in the build directory (replay:
+# build-fuzz/fuzz_rdrop <file>, with FUZZ_RDROP_VERBOSE=1 to print what the
+# input drew).
 #
-#   fuzz/run_fuzz.sh [seconds]        default 60
+#   tests/fuzz/run_fuzz.sh [seconds]        default 60
 #
 # Environment: RDROP_FUZZ_DIR (default build-fuzz), RDROP_FUZZ_CXX (default
 # clang++-14, else clang++), RDROP_FUZZ_FLAGS (extra compiler flags, e.g.
@@ -18,7 +19,7 @@
 set -euo pipefail
 seconds=${1:-60}
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
+root=$(cd "$here/../.." && pwd)
 out=${RDROP_FUZZ_DIR:-$root/build-fuzz}
 cxx=${RDROP_FUZZ_CXX:-$(command -v clang++-14 || command -v clang++)}
 eigen=$(pkg-config --cflags-only-I eigen3 2>/dev/null | sed 's/^-I//;s/ .*//')

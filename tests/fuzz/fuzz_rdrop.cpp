@@ -1,10 +1,11 @@
 // libFuzzer harness over rdrop's public API (clang++ -fsanitize=fuzzer,
-// address,undefined; see fuzz/run_fuzz.sh). One binary; the input picks the
-// scalar type (float or double), a value profile, and a family from the
-// table below; the family picks what to call and with what: shapes (0 rows,
-// 1 class, odd row counts, long rows), layouts, normalizations, labels,
-// masks, α, ε, and logits that may hold NaN, ±inf, ±1e30, ±1e4 above the
-// rest, huge finite values and denormals (the decoder: input.hpp).
+// address,undefined; see tests/fuzz/run_fuzz.sh). One binary; the input
+// picks the scalar type (float or double), a value profile, and a family
+// from the table below; the family picks what to call and with what:
+// shapes (0 rows, 1 class, odd row counts, long rows), layouts,
+// normalizations, labels, masks, α, ε, and logits that may hold NaN, ±inf,
+// ±1e30, ±1e4 above the rest, huge finite values and denormals (the
+// decoder: input.hpp).
 //
 // An independent oracle decides from the arguments alone whether a call is
 // valid. The properties checked (abort() on a violation; check.hpp):
@@ -36,7 +37,7 @@ namespace fuzz {
 // dispatcher's choices (its share of the inputs) and is told which one
 // (variant 0 .. slots - 1). Adding a family: its file, its declaration and
 // its row below. (Appending a row changes what every input decodes to:
-// re-merge the corpus, fuzz/README.md.)
+// re-merge the corpus, tests/fuzz/README.md.)
 using Run = void (*)(FuzzedDataProvider& in, int profile, int variant);
 namespace losses { template <typename S> void run(FuzzedDataProvider&, int, int); }
 namespace divergences { template <typename S> void run(FuzzedDataProvider&, int, int); }
@@ -50,11 +51,13 @@ struct Family {
   int slots;
   Run run_float, run_double;
 };
+// losses: variants 0-2 SymmetricKL, 3 KL, 4 JS, 5 multi-label, 6 regression,
+// 7 CrossEntropy; dropout: 0 Dropout, 1 MeasureConsistency.
 constexpr Family families[] = {
-    {"losses", 8, losses::run<float>, losses::run<double>},  // 0-2 SymmetricKL, 3 KL, 4 JS, 5 multi-label, 6 regression, 7 CrossEntropy
+    {"losses", 8, losses::run<float>, losses::run<double>},
     {"divergences", 1, divergences::run<float>, divergences::run<double>},
     {"kernels", 2, kernels::run<float>, kernels::run<double>},
-    {"dropout", 2, dropout::run<float>, dropout::run<double>},  // 0 Dropout, 1 MeasureConsistency
+    {"dropout", 2, dropout::run<float>, dropout::run<double>},
     {"duplicate", 1, duplicate::run<float>, duplicate::run<double>},
     {"threads", 1, threads::run<float>, threads::run<double>},
 };
