@@ -1,8 +1,10 @@
 # Keeps the documentation and the examples that CTest builds and runs from
 # drifting apart. Fails when
 #  - a docs/examples/X.cpp does not appear verbatim in any docs/*.md page
-#    (readme_usage.cpp: in the project README instead; while that README
-#    does not exist, only this one file is skipped, with a message);
+#    (readme_*.cpp: in the project README instead; while that README
+#    does not exist, only these files are skipped, with a message); the
+#    same for the examples' shared header docs/examples/*.hpp, shown in
+#    docs/README.md;
 #  - a ```cpp block of a docs/*.md page that defines main() is not exactly
 #    one of the examples (a program in the docs that nobody compiles).
 #
@@ -17,7 +19,7 @@ if(NOT DEFINED DOCS_DIR OR NOT IS_DIRECTORY "${DOCS_DIR}")
 endif()
 
 file(GLOB pages "${DOCS_DIR}/*.md")
-file(GLOB examples "${DOCS_DIR}/examples/*.cpp")
+file(GLOB examples "${DOCS_DIR}/examples/*.cpp" "${DOCS_DIR}/examples/*.hpp")
 list(SORT pages)
 list(SORT examples)
 if(NOT examples)

@@ -1,7 +1,7 @@
 // Numerical and structural edge cases: all-equal logits, one dominant logit,
 // -inf in one copy only, a huge class count, rows that are not contiguous,
 // the precision of float input, NaN, empty and N x 0 views; and regression
-// tests for the bugs the fuzzer (fuzz/fuzz_rdrop.cpp) found.
+// tests for the bugs the fuzzer (tests/fuzz/fuzz_rdrop.cpp) found.
 #include "support/reference.hpp"
 
 #include <rdrop/rdrop.hpp>

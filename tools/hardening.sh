@@ -2,7 +2,7 @@
 # Hardening checks, the last step of tools/run-tests.sh (and so of .ci/run):
 #   1. the whole test suite (rdrop_tests) built and run under
 #      AddressSanitizer + UndefinedBehaviorSanitizer (GCC);
-#   2. the libFuzzer harness fuzz/fuzz_rdrop.cpp (clang) for a bounded time;
+#   2. the libFuzzer harness tests/fuzz/ (clang) for a bounded time;
 #   3. clang-tidy (.clang-tidy) on translation units that instantiate the
 #      whole API, diagnostics limited to include/rdrop/;
 #   4. cppcheck on the headers.
@@ -48,9 +48,9 @@ sanitizers() {
 # still depends on timing (seed 1 found an input on CI after 107721
 # executions that 751246 here did not reach). A red run is replayed from the
 # input that run_fuzz.sh prints (base64) with what it drew. Fuzz for new
-# inputs with fuzz/run_fuzz.sh (a random seed) or RDROP_FUZZ_SEED=0.
+# inputs with tests/fuzz/run_fuzz.sh (a random seed) or RDROP_FUZZ_SEED=0.
 fuzz() {
-  RDROP_FUZZ_SEED=${RDROP_FUZZ_SEED:-1} bash fuzz/run_fuzz.sh "${RDROP_FUZZ_SECONDS:-60}"
+  RDROP_FUZZ_SEED=${RDROP_FUZZ_SEED:-1} bash tests/fuzz/run_fuzz.sh "${RDROP_FUZZ_SECONDS:-60}"
 }
 
 # Diagnostics only in rdrop's headers: the translation units themselves
@@ -102,7 +102,7 @@ cppcheck_headers() {
     --suppress=shadowFunction:include/rdrop/detail/packet.hpp \
     -DEIGEN_STRONG_INLINE=inline -DEIGEN_ALWAYS_INLINE=inline -I include \
     tests/header_check.cpp docs/examples/kernels.cpp docs/examples/dropout.cpp \
-    docs/examples/consistency.cpp docs/examples/inputs_and_errors.cpp fuzz/fuzz_rdrop.cpp
+    docs/examples/consistency.cpp docs/examples/inputs_and_errors.cpp tests/fuzz/*.cpp
   report "cppcheck" "$t0"
 }
 

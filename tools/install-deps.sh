@@ -10,7 +10,7 @@ packages=(
   libbenchmark-dev            # rdrop_bench
   zlib1g-dev                  # the example reads gzip IDX files
   dataset-fashion-mnist       # the example's data, in /usr/share/datasets/fashion-mnist
-  clang-14 libclang-rt-14-dev # tools/hardening.sh: the libFuzzer harness (fuzz/)
+  clang-14 libclang-rt-14-dev # tools/hardening.sh: the libFuzzer harness (tests/fuzz/)
   clang-tidy-14 cppcheck      # tools/hardening.sh: static analysis of the headers
 )
 

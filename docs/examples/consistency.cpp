@@ -1,25 +1,9 @@
 // MeasureConsistency: how far the dropout-off prediction is from the
 // Monte-Carlo average of dropout-on predictions, the gap R-Drop closes.
-#include <rdrop/rdrop.hpp>
+#include "example_common.hpp"
 
-#include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <stdexcept>
-
-namespace {
-
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-int failures = 0;
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
-}  // namespace
 
 int main() {
   const Matrix x = Matrix::Random(200, 8);  // 200 samples, 8 features
@@ -64,5 +48,5 @@ int main() {
 
   std::printf("KL(MC average ‖ dropout-off) = %.4f nats, accuracy %.3f (MC) vs %.3f (dropout off)\n",
               report.kl, report.mc_accuracy, report.deterministic_accuracy);
-  return failures == 0 ? 0 : 1;
+  return exit_code();
 }

@@ -1,27 +1,8 @@
 // CrossEntropy with an ignored row and label smoothing, against
 // -Σ_j t_j log softmax(x)_j written out, and its gradient softmax(x) - t.
-#include <rdrop/rdrop.hpp>
-
-#include <cmath>
-#include <cstdio>
+#include "example_common.hpp"
 
 namespace {
-
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using Row = Eigen::RowVectorXd;
-
-int failures = 0;
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
-Row log_softmax(const Row& x) {
-  const double m = x.maxCoeff();
-  return x.array() - (m + std::log((x.array() - m).exp().sum()));
-}
 
 // Target of a row: (1 - eps) onehot(y) + eps / C.
 Row target(Eigen::Index y, Eigen::Index classes, double eps) {
@@ -82,5 +63,5 @@ int main() {
   check(ce.Evaluate(logits, all_ignored) == 0.0, "no counted rows: 0");
 
   std::printf("cross-entropy %.6f\n", value);
-  return failures == 0 ? 0 : 1;
+  return exit_code();
 }

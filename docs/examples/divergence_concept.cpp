@@ -1,11 +1,7 @@
 // A user-defined divergence: half the squared distance between the two
 // copies' softmax distributions. Derived from PairedDivergence it gets the
 // matrix API; plugged into RDropLoss it replaces the symmetric KL.
-#include <rdrop/rdrop.hpp>
-
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
+#include "example_common.hpp"
 
 // D(a, b) = ½ Σ_j (p_j - q_j)², p = softmax(a), q = softmax(b). With
 // r = p - q:  ∂D/∂a = p ⊙ (r - ⟨p, r⟩),  ∂D/∂b = q ⊙ (⟨q, r⟩ - r).
@@ -43,37 +39,8 @@ static_assert(!rdrop::is_divergence_v<rdrop::CrossEntropy<double>, double>);
 
 namespace {
 
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-int failures = 0;
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
 // The divergence written out once more, for the reference values.
-double squared_error(const Eigen::RowVectorXd& a, const Eigen::RowVectorXd& b) {
-  const Eigen::RowVectorXd p = a.array().exp() / a.array().exp().sum();
-  const Eigen::RowVectorXd q = b.array().exp() / b.array().exp().sum();
-  return 0.5 * (p - q).squaredNorm();
-}
-
-// Largest gap between an analytic gradient and central differences of f.
-template <typename F>
-double gradient_error(F f, const Matrix& x, const Matrix& grad) {
-  double worst = 0.0;
-  for (Eigen::Index i = 0; i < x.rows(); ++i) {
-    for (Eigen::Index j = 0; j < x.cols(); ++j) {
-      Matrix plus = x, minus = x;
-      plus(i, j) += 1e-6;
-      minus(i, j) -= 1e-6;
-      worst = std::max(worst, std::abs((f(plus) - f(minus)) / 2e-6 - grad(i, j)));
-    }
-  }
-  return worst;
-}
+double squared_error(const Row& a, const Row& b) { return 0.5 * (softmax(a) - softmax(b)).squaredNorm(); }
 
 }  // namespace
 
@@ -114,5 +81,5 @@ int main() {
         "RDropLoss gradient with the user divergence");
 
   std::printf("user divergence %.6f, R-Drop loss with it %.6f\n", value, total);
-  return failures == 0 ? 0 : 1;
+  return exit_code();
 }

@@ -1,25 +1,13 @@
 // One loss, many input and output types; errors that leave outputs
 // untouched; the empty batch; NaN; thread counts.
-#include <rdrop/rdrop.hpp>
+#include "example_common.hpp"
 
-#include <cmath>
-#include <cstdio>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace {
-
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-int failures = 0;
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
 
 // Runs f, expecting std::invalid_argument whose message contains `needle`.
 template <typename F>
@@ -117,5 +105,5 @@ int main() {
   rdrop::set_num_threads(0);  // back to OpenMP's default
 
   std::printf("loss %.6f from every input type\n", value);
-  return failures == 0 ? 0 : 1;
+  return exit_code();
 }

@@ -1,30 +1,10 @@
 // JensenShannon: the bounded, symmetric alternative to the symmetric KL,
 // stand-alone and as the divergence of RDropLoss.
-#include <rdrop/rdrop.hpp>
+#include "example_common.hpp"
 
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
 #include <limits>
 
 namespace {
-
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using Row = Eigen::RowVectorXd;
-
-int failures = 0;
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
-Row softmax(const Row& x) {
-  Row e(x.size());
-  for (Eigen::Index j = 0; j < x.size(); ++j) e(j) = std::exp(x(j) - x.maxCoeff());
-  return e / e.sum();
-}
 
 // JS(p, q) = ½ KL(p‖m) + ½ KL(q‖m), m = ½(p + q), from probabilities.
 double js(const Row& a, const Row& b) {
@@ -92,5 +72,5 @@ int main() {
   check(std::abs(loss.Evaluate(logits, y) - (ce + d)) < 1e-12, "R-Drop with JS: Σ CE + α Σ JS");
 
   std::printf("JS %.6f, gradient error %.2e\n", value, worst);
-  return failures == 0 ? 0 : 1;
+  return exit_code();
 }

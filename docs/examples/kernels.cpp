@@ -1,25 +1,10 @@
 // The fused kernels on raw pointers with row strides, for logits that live
 // in your own buffers: the same numbers as the Eigen-facing functors.
 #include <rdrop/kernels.hpp>
-#include <rdrop/rdrop.hpp>
 
-#include <cmath>
-#include <cstdio>
+#include "example_common.hpp"
+
 #include <vector>
-
-namespace {
-
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-int failures = 0;
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
-}  // namespace
 
 int main() {
   using rdrop::kernels::Index;
@@ -72,5 +57,5 @@ int main() {
   check(s0 == s[0], "one pair = the first per-pair value");
 
   std::printf("R-Drop loss %.6f (CE %.6f, S %.6f)\n", sums.loss, sums.cross_entropy, sums.symmetric_kl);
-  return failures == 0 ? 0 : 1;
+  return exit_code();
 }

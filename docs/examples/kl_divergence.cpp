@@ -1,41 +1,10 @@
 // KLDivergence and SymmetricKL: values and gradients against the formulas
 // written out, their properties, and the conventions for -inf logits.
-#include <rdrop/rdrop.hpp>
+#include "example_common.hpp"
 
-#include <cmath>
-#include <cstdio>
 #include <limits>
 
 namespace {
-
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using Row = Eigen::RowVectorXd;
-
-int failures = 0;
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
-// Reference log-softmax, element by element with std::exp (exp(-inf) = 0).
-Row log_softmax(const Row& x) {
-  const double m = x.maxCoeff();
-  double s = 0.0;
-  for (Eigen::Index j = 0; j < x.size(); ++j) s += std::exp(x(j) - m);
-  return x.array() - (m + std::log(s));
-}
-
-// KL(softmax(a) ‖ softmax(b)) = Σ_j p_j (log p_j - log q_j), terms with p_j = 0 left out.
-double kl(const Row& a, const Row& b) {
-  const Row la = log_softmax(a), lb = log_softmax(b);
-  double s = 0.0;
-  for (Eigen::Index j = 0; j < a.size(); ++j) {
-    if (std::exp(la(j)) > 0.0) s += std::exp(la(j)) * (la(j) - lb(j));
-  }
-  return s;
-}
 
 double max_abs(const Matrix& m) { return m.cwiseAbs().maxCoeff(); }
 
@@ -113,5 +82,5 @@ int main() {
   check(std::abs(kl_a - kl(only_a.row(0), b.row(0))) < 1e-12, "KL(p‖q), p_j = 0: finite");
 
   std::printf("KL %.6f, symmetric KL %.6f\n", v, s_ab);
-  return failures == 0 ? 0 : 1;
+  return exit_code();
 }

@@ -1,23 +1,6 @@
 // Duplicating a batch in both layouts, zero-copy views of the two copies,
 // and the same loss from either layout.
-#include <rdrop/rdrop.hpp>
-
-#include <cmath>
-#include <cstdio>
-
-namespace {
-
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-int failures = 0;
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
-}  // namespace
+#include "example_common.hpp"
 
 int main() {
   using rdrop::Layout;
@@ -89,5 +72,5 @@ int main() {
   check(std::abs(vs - ce_only - d_views) < 1e-12, "loss = CE + Σ D over the views");
 
   std::printf("interleaved and stacked agree: loss %.6f\n", vi);
-  return failures == 0 ? 0 : 1;
+  return exit_code();
 }

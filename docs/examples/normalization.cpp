@@ -1,35 +1,9 @@
 // Every Normalization against its formula written out, the seed's question
 // answered numerically (KerasCode = Paper / (2B), value and gradient), and
 // fairseq's criterion on padded sequences.
-#include <rdrop/rdrop.hpp>
-
-#include <cmath>
-#include <cstdio>
+#include "example_common.hpp"
 
 namespace {
-
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using Row = Eigen::RowVectorXd;
-
-int failures = 0;
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
-bool close(double a, double b) { return std::abs(a - b) <= 1e-12 * (1.0 + std::abs(b)); }
-
-Row log_softmax(const Row& x) {
-  const double m = x.maxCoeff();
-  return x.array() - (m + std::log((x.array() - m).exp().sum()));
-}
-
-double kl(const Row& a, const Row& b) {  // KL(softmax(a) ‖ softmax(b))
-  const Row la = log_softmax(a), lb = log_softmax(b);
-  return (la.array().exp() * (la - lb).array()).sum();
-}
 
 double loss(const Matrix& logits, const Eigen::VectorXi& y, double alpha, rdrop::Normalization n,
             Matrix* grad = nullptr) {
@@ -146,5 +120,5 @@ int main() {
   check(close(fairseq_value, total / kept), "Fairseq with padding and fairseq's smoothing");
 
   std::printf("all normalizations match their formulas\n");
-  return failures == 0 ? 0 : 1;
+  return exit_code();
 }

@@ -1,25 +1,6 @@
 // The calls every R-Drop loss shares: a mask, and the terms and counts that
 // let data-parallel workers reproduce the single-machine loss exactly.
-#include <rdrop/rdrop.hpp>
-
-#include <cmath>
-#include <cstdio>
-
-namespace {
-
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-int failures = 0;
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
-bool close(double a, double b) { return std::abs(a - b) <= 1e-12 * (1.0 + std::abs(b)); }
-
-}  // namespace
+#include "example_common.hpp"
 
 int main() {
   const Eigen::Index B = 6, C = 5;
@@ -78,5 +59,5 @@ int main() {
         "each worker's gradient = its rows of the single-machine gradient");
 
   std::printf("loss %.6f = %.6f + %.6f\n", single, share1, share2);
-  return failures == 0 ? 0 : 1;
+  return exit_code();
 }

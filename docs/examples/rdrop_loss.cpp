@@ -1,34 +1,9 @@
 // RDropLoss on a duplicated batch: value and gradient against the seed's
 // Keras formula, labels per sample or per row, per-row values, an unlabeled
 // sample, and a [2B, T, C] tensor.
-#include <rdrop/rdrop.hpp>
-
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
+#include "example_common.hpp"
 
 namespace {
-
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using Row = Eigen::RowVectorXd;
-
-int failures = 0;
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
-Row log_softmax(const Row& x) {
-  const double m = x.maxCoeff();
-  return x.array() - (m + std::log((x.array() - m).exp().sum()));
-}
-
-double kl(const Row& a, const Row& b) {  // KL(softmax(a) ‖ softmax(b))
-  const Row la = log_softmax(a), lb = log_softmax(b);
-  return (la.array().exp() * (la - lb).array()).sum();
-}
 
 // The seed's Keras loss, written out: mean CE over the 2B rows plus
 // alpha/4 times the mean over pairs of KL(p‖q) + KL(q‖p). Interleaved rows.
@@ -61,16 +36,7 @@ int main() {
 
   // The gradient covers all 2B rows (neither copy is detached): compare
   // with central differences of the same formula.
-  double worst = 0.0;
-  for (Eigen::Index r = 0; r < 2 * B; ++r) {
-    for (Eigen::Index j = 0; j < C; ++j) {
-      Matrix plus = logits, minus = logits;
-      plus(r, j) += 1e-6;
-      minus(r, j) -= 1e-6;
-      const double fd = (keras_rdrop(plus, y, 4.0) - keras_rdrop(minus, y, 4.0)) / 2e-6;
-      worst = std::max(worst, std::abs(fd - grad(r, j)));
-    }
-  }
+  const double worst = gradient_error([&](const Matrix& x) { return keras_rdrop(x, y, 4.0); }, logits, grad);
   check(worst < 1e-8, "gradient = finite differences");
 
   // Labels once per row (2B entries) give the same loss.
@@ -120,5 +86,5 @@ int main() {
         "tensor gradient has the logits' shape");
 
   std::printf("R-Drop loss %.6f, gradient error %.2e\n", value, worst);
-  return failures == 0 ? 0 : 1;
+  return exit_code();
 }

@@ -1,23 +1,6 @@
 // R-Drop for regression: squared error against the target on both copies
 // plus α times the squared distance between the copies.
-#include <rdrop/rdrop.hpp>
-
-#include <cmath>
-#include <cstdio>
-
-namespace {
-
-using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-int failures = 0;
-void check(bool ok, const char* what) {
-  if (!ok) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
-
-}  // namespace
+#include "example_common.hpp"
 
 int main() {
   const Eigen::Index B = 4, K = 2;  // 4 samples, 2 outputs each
@@ -55,5 +38,5 @@ int main() {
   check(std::abs(value - (task_only + 0.5 * between)) < 1e-12, "loss = task + α D");
 
   std::printf("regression R-Drop loss %.6f\n", value);
-  return failures == 0 ? 0 : 1;
+  return exit_code();
 }

@@ -1,0 +1,92 @@
+// libFuzzer harness over rdrop's public API (clang++ -fsanitize=fuzzer,
+// address,undefined; see tests/fuzz/run_fuzz.sh). One binary; the input
+// picks the scalar type (float or double), a value profile, and a family
+// from the table below; the family picks what to call and with what:
+// shapes (0 rows, 1 class, odd row counts, long rows), layouts,
+// normalizations, labels, masks, α, ε, and logits that may hold NaN, ±inf,
+// ±1e30, ±1e4 above the rest, huge finite values and denormals (the
+// decoder: input.hpp).
+//
+// An independent oracle decides from the arguments alone whether a call is
+// valid. The properties checked (abort() on a violation; check.hpp):
+//  - no crash, no sanitizer report, no exception other than
+//    std::invalid_argument;
+//  - a call throws if and only if the oracle calls it invalid, and then
+//    leaves every output exactly as it was (shape and contents);
+//  - valid, finite, bounded input (see `bounded`) gives a finite loss,
+//    finite gradients, finite per-row values and a non-negative loss;
+//  - a NaN or +inf in a row that takes part in the loss makes the loss NaN
+//    (the documented contract, docs/inputs_and_errors.md); masked rows are
+//    never read: their gradient is exactly 0, whatever they hold; rows of
+//    pairs without non-finite values keep a finite gradient;
+//  - every input kind (row-major, column-major, strided Map, transposed
+//    view, TensorMap) and output kind gives bitwise the same results, and
+//    Evaluate, EvaluateWithGradient, EvaluateTerms + Normalize and
+//    WithCounts(Count) agree bitwise;
+//  - identical copies have divergence exactly 0.
+#include "check.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+
+namespace fuzz {
+
+// A family: one file, <family>.cpp, defining run<S>(in, profile, variant)
+// in namespace fuzz::<family> for float and double. It gets `slots` of the
+// dispatcher's choices (its share of the inputs) and is told which one
+// (variant 0 .. slots - 1). Adding a family: its file, its declaration and
+// its row below. (Appending a row changes what every input decodes to:
+// re-merge the corpus, tests/fuzz/README.md.)
+using Run = void (*)(FuzzedDataProvider& in, int profile, int variant);
+namespace losses { template <typename S> void run(FuzzedDataProvider&, int, int); }
+namespace divergences { template <typename S> void run(FuzzedDataProvider&, int, int); }
+namespace kernels { template <typename S> void run(FuzzedDataProvider&, int, int); }
+namespace dropout { template <typename S> void run(FuzzedDataProvider&, int, int); }
+namespace duplicate { template <typename S> void run(FuzzedDataProvider&, int, int); }
+namespace threads { template <typename S> void run(FuzzedDataProvider&, int, int); }
+
+struct Family {
+  const char* name;
+  int slots;
+  Run run_float, run_double;
+};
+// losses: variants 0-2 SymmetricKL, 3 KL, 4 JS, 5 multi-label, 6 regression,
+// 7 CrossEntropy; dropout: 0 Dropout, 1 MeasureConsistency.
+constexpr Family families[] = {
+    {"losses", 8, losses::run<float>, losses::run<double>},
+    {"divergences", 1, divergences::run<float>, divergences::run<double>},
+    {"kernels", 2, kernels::run<float>, kernels::run<double>},
+    {"dropout", 2, dropout::run<float>, dropout::run<double>},
+    {"duplicate", 1, duplicate::run<float>, duplicate::run<double>},
+    {"threads", 1, threads::run<float>, threads::run<double>},
+};
+
+constexpr int total_slots() {
+  int n = 0;
+  for (const Family& f : families) n += f.slots;
+  return n;
+}
+
+}  // namespace fuzz
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  fuzz::verbose = std::getenv("FUZZ_RDROP_VERBOSE") != nullptr;
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  FuzzedDataProvider in(data, size);
+  const bool as_double = in.ConsumeBool();
+  const int profile = in.ConsumeIntegralInRange(0, 3) % 3;  // moderate twice as often
+  int slot = in.ConsumeIntegralInRange(0, fuzz::total_slots() - 1);
+  for (const fuzz::Family& f : fuzz::families) {
+    if (slot < f.slots) {
+      if (fuzz::verbose) std::fprintf(stderr, "family %s, variant %d\n", f.name, slot);
+      (as_double ? f.run_double : f.run_float)(in, profile, slot);
+      break;
+    }
+    slot -= f.slots;
+  }
+  return 0;
+}
