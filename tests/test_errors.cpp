@@ -159,6 +159,15 @@ TEMPLATE_TEST_CASE("Every divergence's per-pair calls check that the rows have o
   check(rdrop::JensenShannon<S>(), "JensenShannon");
   check(rdrop::BernoulliSymmetricKL<S>(), "BernoulliSymmetricKL");
   check(rdrop::SquaredError<S>(), "SquaredError");
+  // Empty rows are a valid pair of nothing: 0, for every divergence (a
+  // fuzzer finding: Jensen-Shannon took the max of an empty row).
+  const rdrop::ConstRowMap<S> empty(a.data(), 0);
+  rdrop::RowMap<S> no_grad(ga_store.data(), 0);
+  CHECK(rdrop::JensenShannon<S>().EvaluatePair(empty, empty) == S(0));
+  CHECK(rdrop::JensenShannon<S>().EvaluatePairWithGradient(empty, empty, no_grad, no_grad) == S(0));
+  CHECK(rdrop::SymmetricKL<S>().EvaluatePair(empty, empty) == S(0));
+  CHECK(rdrop::BernoulliSymmetricKL<S>().EvaluatePair(empty, empty) == S(0));
+  CHECK(rdrop::SquaredError<S>().EvaluatePair(empty, empty) == S(0));
 }
 
 TEMPLATE_TEST_CASE("Enum values cast from out-of-range ints and contradictory labels are refused",

@@ -24,6 +24,7 @@ class JensenShannon : public PairedDivergence<JensenShannon<Scalar>, Scalar> {
   /// differ in length.
   Scalar EvaluatePair(ConstRowMap<Scalar> a, ConstRowMap<Scalar> b) const {
     detail::check_pair_lengths("JensenShannon::EvaluatePair", a, b);
+    if (a.size() == 0) return Scalar(0);  // no classes: nothing to diverge (and no max to shift by)
     const Parts t(a, b);
     return t.value();
   }
@@ -33,6 +34,7 @@ class JensenShannon : public PairedDivergence<JensenShannon<Scalar>, Scalar> {
   Scalar EvaluatePairWithGradient(ConstRowMap<Scalar> a, ConstRowMap<Scalar> b, RowMap<Scalar>& grad_a,
                                   RowMap<Scalar>& grad_b) const {
     detail::check_pair_lengths("JensenShannon::EvaluatePairWithGradient", a, b, grad_a.size(), grad_b.size());
+    if (a.size() == 0) return Scalar(0);
     const Parts t(a, b);
     grad_a = t.p * (t.g - (t.p * t.g).sum());
     grad_b = t.q * (t.h - (t.q * t.h).sum());

@@ -23,7 +23,9 @@
 //    view, TensorMap) and output kind gives bitwise the same results, and
 //    Evaluate, EvaluateWithGradient, EvaluateTerms + Normalize and
 //    WithCounts(Count) agree bitwise;
-//  - identical copies have divergence exactly 0.
+//  - identical copies have divergence exactly 0;
+//  - in place equals out of place; per-pair calls check row lengths;
+//    Jensen-Shannon is shift invariant (safety.cpp).
 #include "check.hpp"
 
 #include <cstddef>
@@ -45,6 +47,7 @@ namespace kernels { template <typename S> void run(FuzzedDataProvider&, int, int
 namespace dropout { template <typename S> void run(FuzzedDataProvider&, int, int); }
 namespace duplicate { template <typename S> void run(FuzzedDataProvider&, int, int); }
 namespace threads { template <typename S> void run(FuzzedDataProvider&, int, int); }
+namespace safety { template <typename S> void run(FuzzedDataProvider&, int, int); }
 
 struct Family {
   const char* name;
@@ -52,7 +55,8 @@ struct Family {
   Run run_float, run_double;
 };
 // losses: variants 0-2 SymmetricKL, 3 KL, 4 JS, 5 multi-label, 6 regression,
-// 7 CrossEntropy; dropout: 0 Dropout, 1 MeasureConsistency.
+// 7 CrossEntropy; dropout: 0 Dropout, 1 MeasureConsistency; safety: 0 in-place
+// gradients, 1 per-pair row lengths, 2 Jensen-Shannon shift invariance.
 constexpr Family families[] = {
     {"losses", 8, losses::run<float>, losses::run<double>},
     {"divergences", 1, divergences::run<float>, divergences::run<double>},
@@ -60,6 +64,7 @@ constexpr Family families[] = {
     {"dropout", 2, dropout::run<float>, dropout::run<double>},
     {"duplicate", 1, duplicate::run<float>, duplicate::run<double>},
     {"threads", 1, threads::run<float>, threads::run<double>},
+    {"safety", 3, safety::run<float>, safety::run<double>},
 };
 
 constexpr int total_slots() {
