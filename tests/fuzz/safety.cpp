@@ -52,6 +52,15 @@ void in_place_equals_out_of_place(const Loss& loss, const RowMat<S>& x, const Re
   FUZZ_REQUIRE(same_all(grad, inout));
 }
 
+// Options of a row-target loss with the layout and normalization of `o`.
+template <typename Options, typename S>
+Options like(const rdrop::RDropOptions<S>& o) {
+  Options r;
+  r.layout = o.layout;
+  r.normalization = o.normalization;
+  return r;
+}
+
 template <typename S>
 void fuzz_in_place(FuzzedDataProvider& in, int profile) {
   const Batch<S> b = draw_batch<S>(in, profile, false);
@@ -69,22 +78,14 @@ void fuzz_in_place(FuzzedDataProvider& in, int profile) {
     case 0: in_place_equals_out_of_place<S>(rdrop::RDropLoss<S>(o), b.x, labels); break;
     case 1: in_place_equals_out_of_place<S>(rdrop::RDropLoss<S, rdrop::KLDivergence<S>>(o), b.x, labels); break;
     case 2: in_place_equals_out_of_place<S>(rdrop::RDropLoss<S, rdrop::JensenShannon<S>>(o), b.x, labels); break;
-    case 3: {
-      rdrop::RegressionOptions<S> r;
-      r.layout = o.layout;
-      r.normalization = o.normalization;
-      const RowMat<S> targets = RowMat<S>::Constant(samples, c, S(0.5));
-      in_place_equals_out_of_place<S>(rdrop::RDropRegressionLoss<S>(r), b.x, targets);
+    case 3:
+      in_place_equals_out_of_place<S>(rdrop::RDropRegressionLoss<S>(like<rdrop::RegressionOptions<S>>(o)), b.x,
+                                      RowMat<S>::Constant(samples, c, S(0.5)).eval());
       break;
-    }
-    case 4: {
-      rdrop::MultiLabelOptions<S> m;
-      m.layout = o.layout;
-      m.normalization = o.normalization;
-      const RowMat<S> targets = RowMat<S>::Constant(samples, c, S(1));
-      in_place_equals_out_of_place<S>(rdrop::RDropMultiLabelLoss<S>(m), b.x, targets);
+    case 4:
+      in_place_equals_out_of_place<S>(rdrop::RDropMultiLabelLoss<S>(like<rdrop::MultiLabelOptions<S>>(o)), b.x,
+                                      RowMat<S>::Constant(samples, c, S(1)).eval());
       break;
-    }
     default: in_place_equals_out_of_place<S>(rdrop::CrossEntropy<S>(), b.x, labels); break;
   }
   // A gradient one element or one row further on: refused, buffer intact.
