@@ -255,3 +255,26 @@ TEMPLATE_TEST_CASE("A gradient over the regression or multi-label targets throws
   CHECK_THROWS_AS(rdrop::RDropMultiLabelLoss<S>().Gradient(x, probabilities, probabilities), std::invalid_argument);
   CHECK(probabilities == p0);
 }
+
+TEMPLATE_TEST_CASE("In place at the edges: an empty batch, logits of 1e4, -inf classes", "[in_place][stability]",
+                   float, double) {
+  using S = TestType;
+  rdrop::RDropOptions<S> o;
+  o.label_smoothing = S(0.1);
+  // An empty batch: loss 0, an empty gradient, in place as out of place.
+  const ref::Matrix<S> empty(0, 7);
+  check_in_place(rdrop::RDropLoss<S>(o), empty, Eigen::VectorXi(0));
+  check_in_place(rdrop::RDropLoss<S, rdrop::JensenShannon<S>>(o), empty, Eigen::VectorXi(0));
+  check_in_place(rdrop::RDropRegressionLoss<S>(), empty, ref::Matrix<S>(0, 7));
+  // Logits around 1e4 (float spacing there is 1e-3) and a class at -inf in
+  // one copy only: the fused sweep's redone and masked passes, in place.
+  ref::Matrix<S> x = ref::random_logits<S>(8, 33, 4.0, 571);
+  x.array() += S(1e4);
+  const Eigen::VectorXi y = ref::random_labels(4, 33, 572);
+  check_in_place(rdrop::RDropLoss<S>(o), x, y);
+  check_in_place(rdrop::RDropLoss<S, rdrop::JensenShannon<S>>(o), x, y);
+  check_in_place(rdrop::CrossEntropy<S>(), x, rdrop::Duplicate(y));
+  x(3, 5) = -std::numeric_limits<S>::infinity();
+  check_in_place(rdrop::RDropLoss<S>(o), x, y);
+  check_in_place(rdrop::RDropLoss<S, rdrop::KLDivergence<S>>(o), x, y);
+}

@@ -123,8 +123,7 @@ class CrossEntropy {
         const detail::CrossEntropyTarget<Scalar> t{labels[static_cast<std::size_t>(i)],
                                                    options_.label_smoothing, scale};
         Scalar* out = grad_sink ? g.row(i) : detail::thread_scratch<Scalar>(c, 0);
-        const Scalar* row = in_place ? detail::aligned_like_copy(x.rows().row(i), c, detail::kInPlaceSlot)
-                                     : x.rows().row(i);
+        const Scalar* row = detail::row_to_read(x.rows().row(i), c, detail::kInPlaceSlot, in_place);
         per_row[static_cast<std::size_t>(i)] = detail::cross_entropy_row(row, c, t, out);
       }
     });

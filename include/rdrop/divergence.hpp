@@ -240,12 +240,8 @@ class PairedDivergence {
                       (ga.data == a.rows().data || gb.data == b.rows().data);
     detail::parallel_ranges(n, n * c, 0, [&](Index begin, Index end) {
       for (Index i = begin; i < end; ++i) {
-        const Scalar* ra = a.rows().row(i);
-        const Scalar* rb = b.rows().row(i);
-        if (copy) {
-          ra = detail::aligned_like_copy(ra, c, detail::kInPlaceSlot);
-          rb = detail::aligned_like_copy(rb, c, detail::kInPlaceSlot + 1);
-        }
+        const Scalar* ra = detail::row_to_read(a.rows().row(i), c, detail::kInPlaceSlot, copy);
+        const Scalar* rb = detail::row_to_read(b.rows().row(i), c, detail::kInPlaceSlot + 1, copy);
         per_pair[static_cast<std::size_t>(i)] =
             detail::divergence_pair(self, ra, rb, c, scale, none, none, sink_a ? ga.row(i) : nullptr,
                                     sink_a ? gb.row(i) : nullptr)

@@ -290,7 +290,7 @@ class PairedLoss {
     // The fused sweep keeps its exps apart from the logits by itself.
     const bool copy_pairs = in_place && !Derived::pair_in_place;
     const auto read = [&](Eigen::Index row, int slot, bool copy) {
-      return copy ? detail::aligned_like_copy(x.row(row), x.cols, detail::kInPlaceSlot + slot) : x.row(row);
+      return detail::row_to_read(x.row(row), x.cols, detail::kInPlaceSlot + slot, copy);
     };
     return detail::sweep_pairs<Scalar>(
         p.plan, x.cols, derived().options().threads, g,

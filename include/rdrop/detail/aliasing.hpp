@@ -67,13 +67,13 @@ inline bool same_elements(const Footprint& a, const Footprint& b) {
          (a.cols <= 1 || a.col_stride == b.col_stride);
 }
 
-/// Checks an output against an input it may overwrite in place: returns
-/// true for the exact in-place case, false for no overlap, and throws for
-/// any other overlap (shifted, partial, or another element order).
-inline bool check_in_place(const Footprint& output, const Footprint& input, const char* where,
+/// Checks an output against an input it may overwrite in place: no
+/// overlap, or the exact in-place case (same elements, same order), pass;
+/// any other overlap (shifted, partial, another element order) throws.
+/// Whether a sweep then runs in place it sees from its row pointers.
+inline void check_in_place(const Footprint& output, const Footprint& input, const char* where,
                            const char* output_name, const char* input_name) {
-  if (!overlap(output, input)) return false;
-  if (same_elements(output, input)) return true;
+  if (!overlap(output, input) || same_elements(output, input)) return;
   fail(where, std::string("argument '") + output_name + "' overlaps '" + input_name +
                   "' without being the same elements in the same order; write the gradient either over "
                   "the very same " + input_name + " (in place) or into memory of its own");
@@ -107,6 +107,13 @@ const Scalar* aligned_like_copy(const Scalar* x, Index n, int slot) {
   Scalar* copy = base + shift / sizeof(Scalar);
   if (n > 0) std::memcpy(copy, x, static_cast<std::size_t>(n) * sizeof(Scalar));
   return copy;
+}
+
+/// The row a sweep reads: `x` itself, or, when its gradient overwrites it
+/// (in place), a copy in scratch `slot` (see aligned_like_copy).
+template <typename Scalar>
+const Scalar* row_to_read(const Scalar* x, Index n, int slot, bool in_place) {
+  return in_place ? aligned_like_copy(x, n, slot) : x;
 }
 
 }  // namespace rdrop::detail
