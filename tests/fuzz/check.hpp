@@ -141,4 +141,18 @@ bool all_finite(const M& m) {
   return true;
 }
 
+// Calls f(divergence) with one of the five built-in divergences, drawn
+// from the input (one draw, in this order: the families that use it keep
+// their corpus decoding).
+template <typename S, typename F>
+void with_drawn_divergence(FuzzedDataProvider& in, F&& f) {
+  switch (in.ConsumeIntegralInRange(0, 4)) {
+    case 0: return f(rdrop::SymmetricKL<S>());
+    case 1: return f(rdrop::KLDivergence<S>());
+    case 2: return f(rdrop::JensenShannon<S>());
+    case 3: return f(rdrop::BernoulliSymmetricKL<S>());
+    default: return f(rdrop::SquaredError<S>());
+  }
+}
+
 }  // namespace fuzz

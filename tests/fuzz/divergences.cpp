@@ -74,13 +74,7 @@ void fuzz_divergence(FuzzedDataProvider& in, int profile) {
 template <typename S>
 void run(FuzzedDataProvider& in, int profile, int variant) {
   (void)variant;
-  switch (in.ConsumeIntegralInRange(0, 4)) {
-    case 0: return fuzz_divergence<S, rdrop::SymmetricKL<S>>(in, profile);
-    case 1: return fuzz_divergence<S, rdrop::KLDivergence<S>>(in, profile);
-    case 2: return fuzz_divergence<S, rdrop::JensenShannon<S>>(in, profile);
-    case 3: return fuzz_divergence<S, rdrop::BernoulliSymmetricKL<S>>(in, profile);
-    default: return fuzz_divergence<S, rdrop::SquaredError<S>>(in, profile);
-  }
+  with_drawn_divergence<S>(in, [&](const auto& d) { fuzz_divergence<S, std::decay_t<decltype(d)>>(in, profile); });
 }
 
 template void run<float>(FuzzedDataProvider&, int, int);

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <limits>
 #include <stdexcept>
+#include <type_traits>
 
 namespace fuzz::safety {
 namespace {
@@ -160,13 +161,8 @@ void run(FuzzedDataProvider& in, int profile, int variant) {
   switch (variant) {
     case 0: return fuzz_in_place<S>(in, profile);
     case 1:
-      switch (in.ConsumeIntegralInRange(0, 4)) {
-        case 0: return per_pair_lengths<S, rdrop::SymmetricKL<S>>(in, profile);
-        case 1: return per_pair_lengths<S, rdrop::KLDivergence<S>>(in, profile);
-        case 2: return per_pair_lengths<S, rdrop::JensenShannon<S>>(in, profile);
-        case 3: return per_pair_lengths<S, rdrop::BernoulliSymmetricKL<S>>(in, profile);
-        default: return per_pair_lengths<S, rdrop::SquaredError<S>>(in, profile);
-      }
+      return with_drawn_divergence<S>(
+          in, [&](const auto& d) { per_pair_lengths<S, std::decay_t<decltype(d)>>(in, profile); });
     default: return js_shift<S>(in);
   }
 }
