@@ -42,6 +42,7 @@ struct SquaredProbabilityGap {
 template <typename A, typename B>
 bool same_bits(const A& a, const B& b) {
   if (a.size() != b.size()) return false;
+  if (a.size() == 0) return true;  // an empty matrix's data() may be null, which memcmp must not get
   return std::memcmp(a.data(), b.data(), sizeof(typename A::Scalar) * static_cast<std::size_t>(a.size())) == 0;
 }
 
