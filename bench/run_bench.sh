@@ -102,6 +102,7 @@ with open(path) as f:
 
 UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 runs = {}  # run name -> [(seconds per call, elements per second)] per repetition
+peak_mib = {}  # run name -> the largest peak_extra_MiB of its repetitions (issue 12)
 medians = {}  # run name -> seconds per call, Google Benchmark's median
 order = []
 for b in report["benchmarks"]:
@@ -115,6 +116,8 @@ for b in report["benchmarks"]:
         order.append(name)
         runs[name] = []
     runs[name].append((seconds, b.get("items_per_second")))
+    if "peak_extra_MiB" in b:
+        peak_mib[name] = max(peak_mib.get(name, 0.0), b["peak_extra_MiB"])
 rows = {name: min(reps) for name, reps in runs.items()}  # the fastest repetition
 
 def fmt_time(s):
@@ -202,9 +205,36 @@ check("PairedKL_Fused 1 thread / 2 threads, 4096/1000",
 check("RDrop_Sequence 25 % masked / 0 % masked, 4096 tokens x 32000, 1 thread (issue 4)",
       lambda t: t("BM_RDrop_Sequence/4096/32000/25/1") / t("BM_RDrop_Sequence/4096/32000/0/1"), "<=", 0.85)
 
+# Issue 12: the fused linear loss against the unfused pipeline and the
+# products alone, in time and in peak memory beyond inputs and outputs.
+LINEAR_SHAPES = ["5120/256/32000", "1280/256/128256"]
+for shape in LINEAR_SHAPES:
+    for threads in (1, 2):
+        name = lambda variant: f"BM_LinearRDrop_{variant}/{shape}/{threads}"
+        check(f"LinearRDrop Fused / GemmOnly, {shape}, {threads} thread(s)",
+              lambda t: t(name("Fused")) / t(name("GemmOnly")), "<=", 1.10)
+        check(f"LinearRDrop Fused / Unfused, {shape}, {threads} thread(s)",
+              lambda t: t(name("Fused")) / t(name("Unfused")), "<=", 1.05)
+for shape in LINEAR_SHAPES:
+    fused, unfused = f"BM_LinearRDrop_Fused/{shape}/1", f"BM_LinearRDrop_Unfused/{shape}/1"
+    if fused in peak_mib and unfused in peak_mib:
+        checks.append((f"LinearRDrop peak memory Fused / Unfused, {shape}", peak_mib[fused] / peak_mib[unfused],
+                       peak_mib[fused] / peak_mib[unfused], "<=", 1 / 16))
+small, large = "BM_LinearRDrop_Fused/2048/64/32000/1", "BM_LinearRDrop_Fused/4096/64/32000/1"
+if small in peak_mib and large in peak_mib:
+    checks.append(("LinearRDrop peak memory Fused, 4096 / 2048 pairs", peak_mib[large] / peak_mib[small],
+                   peak_mib[large] / peak_mib[small], "<=", 1.01))
+if peak_mib:
+    out.append("")
+    out.append("| benchmark | peak memory beyond inputs and outputs |")
+    out.append("|---|---:|")
+    for name in order:
+        if name in peak_mib:
+            out.append(f"| `{name}` | {peak_mib[name]:.1f} MiB |")
+
 if checks:
     out.append("")
-    out.append("| ratio (issue 3 and 4 targets) | of mins | of medians | target | |")
+    out.append("| ratio (issue 3, 4 and 12 targets) | of mins | of medians | target | |")
     out.append("|---|---:|---:|---:|---|")
     for what, value, by_median, op, target in checks:
         if op is None:
@@ -230,8 +260,44 @@ with open(dat_path, "w") as f:
             r = rows.get(f"{s}/{pairs}/{classes}/1", (None, None))[1]
             vals.append("NaN" if r is None else f"{r:.6g}")
         f.write(f"{classes} " + " ".join(vals) + "\n")
+
+# Peak memory against tokens (issue 12), when those benchmarks ran.
+with open(dat_path.replace("throughput-", "linear-memory-"), "w") as f:
+    for pairs in (256, 512, 1024, 2048, 4096):
+        fused = peak_mib.get(f"BM_LinearRDrop_Fused/{pairs}/64/32000/1")
+        unfused = peak_mib.get(f"BM_LinearRDrop_Unfused/{pairs}/64/32000/1")
+        if fused is not None and unfused is not None:
+            f.write(f"{2 * pairs} {fused:.3f} {unfused:.3f}\n")
 PY
 
+memory_dat="$results/linear-memory-$stamp.dat"
+if [[ -s "$memory_dat" ]]; then
+  memory_png="$results/linear-memory-$stamp.png"
+  gnuplot <<GP
+set terminal pngcairo size 900,560 font ",11"
+set output "$memory_png"
+set title "RDropLinearLoss: peak memory beyond inputs and outputs (float, V = 32000, D = 64, 1 thread)"
+set xlabel "token positions (rows of both copies, 2 x pairs)"
+set ylabel "MiB"
+set logscale xy
+set key top left
+set grid
+plot "$memory_dat" using 1:3 with linespoints lw 2 title "unfused (logits of the batch)", \
+     "$memory_dat" using 1:2 with linespoints lw 2 title "fused (RDropLinearLoss, default 64 MiB chunk)"
+GP
+  cp "$memory_png" "$results/linear_memory.png"
+  echo "plot:  $memory_png (also bench/results/linear_memory.png)" >&2
+else
+  rm -f "$memory_dat"
+fi
+
+if ! awk 'NR > 1 { for (i = 2; i <= NF; i++) if ($i != "NaN") found = 1 } END { exit !found }' "$dat"; then
+  rm -f "$dat"  # no throughput benchmarks in this run (--filter)
+  cp "$table" "$results/latest.md"
+  echo "JSON:  $json" >&2
+  echo "table: $table" >&2
+  exit 0
+fi
 png="$results/throughput-$stamp.png"
 gnuplot <<GP
 set terminal pngcairo size 900,560 font ",11"

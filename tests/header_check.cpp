@@ -82,6 +82,20 @@ Scalar instantiate_all() {
   consistency.batch_rows = 3;
   total += rdrop::MeasureConsistency(forward, x, Eigen::VectorXi::Zero(4), consistency).kl;
 
+  // The fused linear loss: hidden states 4 x 3, weight 5 x 3, with and
+  // without bias, row- and column-major, a tensor, accumulating.
+  const RowMajor w = RowMajor::Random(5, 3);
+  const Vector bias = Vector::Zero(5);
+  RowMajor gh, gw;
+  ColMajor gwc(5, 3);
+  Vector gbias;
+  const rdrop::RDropLinearLoss<Scalar> linear;
+  total += linear.EvaluateWithGradient(x, w, bias, y, gh, gw, gbias);
+  total += linear.EvaluateWithGradient(xc, w.transpose().transpose(), rdrop::no_bias, y, mask, gc, gwc, rdrop::no_bias);
+  total += linear.Evaluate(t, w, bias, yt);
+  total += rdrop::RDropLinearLoss<Scalar, rdrop::JensenShannon<Scalar>>({}, {1 << 20, true}).Evaluate(x, w, bias, y);
+  total += static_cast<Scalar>(linear.Count(x, w, y).pairs + linear.ChunkPairs(5, 3));
+
   auto tensor_doubled = rdrop::Duplicate(t);
   total += tensor_doubled(0, 0, 0);
   return total;

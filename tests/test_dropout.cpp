@@ -155,6 +155,34 @@ TEMPLATE_TEST_CASE("The mask is the documented generator, for every row length",
   }
 }
 
+TEMPLATE_TEST_CASE("A slice of a batch given its first row gets that slice's masks", "[dropout]", float, double) {
+  using S = TestType;
+  const double p = 0.3;
+  const rdrop::Dropout<S> dropout(static_cast<S>(p), 99);
+  const Eigen::Index rows = 12, cols = 21;
+  const RowMatrix<S> x = nonzero_input<S>(rows, cols);
+  RowMatrix<S> whole, whole_back;
+  dropout.Forward(x, whole, 3);
+  dropout.Backward(x, whole_back, 3);
+  // Two workers' slices, [0, 5) and [5, 12), against the generator itself.
+  for (const Eigen::Index first : {0, 5}) {
+    const Eigen::Index n = first == 0 ? 5 : rows - 5;
+    RowMatrix<S> part, part_back;
+    dropout.Forward(x.middleRows(first, n), part, 3, static_cast<std::uint64_t>(first));
+    dropout.Backward(x.middleRows(first, n), part_back, 3, static_cast<std::uint64_t>(first));
+    CHECK(part == whole.middleRows(first, n));
+    CHECK(part_back == whole_back.middleRows(first, n));
+    const RowMatrix<S> mask = dropout.Mask(n, cols, 3, static_cast<std::uint64_t>(first));
+    for (Eigen::Index r = 0; r < n; ++r) {
+      for (Eigen::Index c = 0; c < cols; ++c) {
+        const bool keep =
+            reference_keep(99, 3, static_cast<std::uint64_t>(first + r), static_cast<std::uint32_t>(c), p);
+        REQUIRE((mask(r, c) != S(0)) == keep);
+      }
+    }
+  }
+}
+
 TEMPLATE_TEST_CASE("Same seed and step give the same mask for any thread count", "[dropout]", float, double) {
   using S = TestType;
   // Large enough for the sweep to go parallel (>= 64k elements).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Hardening checks, the last step of tools/run-tests.sh (and so of .ci/run):
-#   1. the whole test suite (rdrop_tests) built and run under
+# Hardening checks; tools/run-tests.sh (and so .ci/run) runs 2-4, having
+# built its rdrop_tests under the sanitizers already (RDROP_SANITIZE_TESTS):
+#   1. the whole test suite (rdrop_tests) built in build-asan/ and run under
 #      AddressSanitizer + UndefinedBehaviorSanitizer (GCC);
 #   2. the libFuzzer harness tests/fuzz/ (clang) for a bounded time;
 #   3. clang-tidy (.clang-tidy) on translation units that instantiate the
@@ -67,11 +68,13 @@ tidy() {
   tidy_bin=$(command -v clang-tidy-14 || command -v clang-tidy)
   # header_check.cpp instantiates the functors with every accepted input
   # kind; the docs examples cover the kernels, dropout and consistency.
-  local out status=0
-  out=$("$tidy_bin" --quiet --line-filter="$(header_filter)" \
-    tests/header_check.cpp docs/examples/kernels.cpp docs/examples/dropout.cpp \
-    docs/examples/consistency.cpp docs/examples/inputs_and_errors.cpp \
-    -- -std=c++17 -I"$root/include" -isystem "$eigen" 2>&1) || status=$?
+  # One clang-tidy per file, $jobs at a time.
+  local out status=0 filter
+  filter=$(header_filter)
+  out=$(printf '%s\n' tests/header_check.cpp docs/examples/kernels.cpp docs/examples/dropout.cpp \
+    docs/examples/consistency.cpp docs/examples/inputs_and_errors.cpp docs/examples/linear_loss.cpp |
+    xargs -P "$jobs" -I{} "$tidy_bin" --quiet --line-filter="$filter" {} \
+      -- -std=c++17 -I"$root/include" -isystem "$eigen" 2>&1) || status=$?
   grep -v "warnings generated" <<<"$out" || true
   if ((status != 0)); then
     echo "hardening: clang-tidy reported problems in include/rdrop/" >&2
@@ -102,7 +105,7 @@ cppcheck_headers() {
     --suppress=shadowFunction:include/rdrop/detail/packet.hpp \
     -DEIGEN_STRONG_INLINE=inline -DEIGEN_ALWAYS_INLINE=inline -I include \
     tests/header_check.cpp docs/examples/kernels.cpp docs/examples/dropout.cpp \
-    docs/examples/consistency.cpp docs/examples/inputs_and_errors.cpp tests/fuzz/*.cpp
+    docs/examples/consistency.cpp docs/examples/inputs_and_errors.cpp docs/examples/linear_loss.cpp tests/fuzz/*.cpp
   report "cppcheck" "$t0"
 }
 

@@ -7,13 +7,17 @@
 //
 //   rdrop_classifier [--alpha A] [--dropout P] [--epochs N] [--batch B] [--lr LR]
 //                    [--seed S] [--labeled N] [--limit N] [--threads T]
-//                    [--csv FILE] [--data DIR] [--mc-passes K]
+//                    [--csv FILE] [--data DIR] [--mc-passes K] [--fused-head]
+//                    [--duplicate-input]
 //
 // Its last line is `test_accuracy=<value>`.
 #include "idx.hpp"
 #include "mlp.hpp"
 
 #include <rdrop/rdrop.hpp>
+#ifdef RDROP_CLASSIFIER_MPI
+#include <rdrop/mpi.hpp>
+#endif
 
 #include <Eigen/Core>
 
@@ -59,6 +63,12 @@ struct Settings {
   int threads = 0;   // 0: OpenMP's default
   int mc_passes = 10;
   bool duplicate_input = false;  // R-Drop: double the input rows, not the first layer's output
+  bool fused_head = false;       // R-Drop: the output layer through rdrop::RDropLinearLoss
+  long max_steps = 0;            // 0: train every step of every epoch
+  std::string save_params;       // write the trained parameters here
+  std::string compare_params;    // compare the trained parameters with these
+  double compare_tolerance = -1;  // fail when the relative difference exceeds it (< 0: report only)
+  bool local_counts = false;      // MPI: each rank normalizes by its own counts (no all-reduce)
   std::string csv;
   std::string data = "/usr/share/datasets/fashion-mnist";
 };
@@ -78,6 +88,19 @@ constexpr const char* kUsage =
     "  --csv FILE     write per-epoch metrics to FILE\n"
     "  --data DIR     Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)\n"
     "  --mc-passes K  dropout-on passes of the final consistency measurement (default 10)\n"
+    "  --fused-head   R-Drop: train the output layer inside the loss (rdrop::RDropLinearLoss),\n"
+    "                 which never holds the logits; same results as without, to float rounding\n"
+    "  --max-steps N  stop training after N steps (default: all epochs)\n"
+    "  --save-params FILE     write the trained weights to FILE (raw floats)\n"
+    "  --compare-params FILE  print how far the weights are from weights saved before:\n"
+    "                 param_rel_diff= (all of them as one vector, relative) and\n"
+    "                 param_max_rel_diff= (the worst tensor, relative to its largest entry)\n"
+    "  --compare-tolerance X  and exit with status 2 when param_rel_diff exceeds X\n"
+#ifdef RDROP_CLASSIFIER_MPI
+    "  --local-counts each rank normalizes by its own batch share's counts and the\n"
+    "                 gradients are averaged (what a user without WithCounts does)\n"
+    "Data-parallel: start with mpirun -np K; --batch stays the global batch.\n"
+#endif
     "  --duplicate-input  R-Drop: feed the duplicated input through every layer instead\n"
     "                 of duplicating the first layer's output (same result, slower)\n";
 
@@ -112,6 +135,14 @@ Settings parse_arguments(int argc, char** argv) {
       s.duplicate_input = true;
       continue;
     }
+    if (flag == "--fused-head") {
+      s.fused_head = true;
+      continue;
+    }
+    if (flag == "--local-counts") {
+      s.local_counts = true;
+      continue;
+    }
     const std::size_t eq = flag.find('=');
     if (eq != std::string::npos) {
       value = flag.substr(eq + 1);
@@ -132,6 +163,10 @@ Settings parse_arguments(int argc, char** argv) {
     else if (flag == "--threads") s.threads = parse_number<int>(flag, value, 0, 1024);
     else if (flag == "--mc-passes") s.mc_passes = parse_number<int>(flag, value, 1, 100000);
     else if (flag == "--csv") s.csv = value;
+    else if (flag == "--max-steps") s.max_steps = parse_number<long>(flag, value, 0, 1L << 40);
+    else if (flag == "--save-params") s.save_params = value;
+    else if (flag == "--compare-params") s.compare_params = value;
+    else if (flag == "--compare-tolerance") s.compare_tolerance = parse_number<double>(flag, value, 0.0, 1e30);
     else if (flag == "--data") s.data = value;
     else usage_error("unknown option " + flag);
   }
@@ -218,9 +253,68 @@ class Progress {
   Clock::time_point last_{};
 };
 
+/// Every weight and bias, layer by layer, as raw floats.
+void save_parameters(const classifier::Mlp& model, const std::string& path) {
+  std::ofstream out(path, std::ios::binary);
+  for (const classifier::Linear& l : model.layers()) {
+    out.write(reinterpret_cast<const char*>(l.w.data()), static_cast<std::streamsize>(l.w.size() * 4));
+    out.write(reinterpret_cast<const char*>(l.b.data()), static_cast<std::streamsize>(l.b.size() * 4));
+  }
+  if (!out) throw std::runtime_error("cannot write '" + path + "'");
+}
+
+/// How far the model's parameters are from those saved by save_parameters:
+/// as one vector, ‖θ − θ_saved‖ / ‖θ_saved‖ (`norm`); and tensor by tensor,
+/// the largest difference relative to that tensor's largest magnitude
+/// (`worst`, stricter: a tensor of small values counts as much as any).
+struct ParameterDifference {
+  double norm = 0;
+  double worst = 0;
+};
+
+ParameterDifference parameter_difference(const classifier::Mlp& model, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  double worst = 0, diff_squares = 0, squares = 0;
+  const auto compare = [&](const float* p, Eigen::Index n) {
+    std::vector<float> saved(static_cast<std::size_t>(n));
+    in.read(reinterpret_cast<char*>(saved.data()), static_cast<std::streamsize>(n * 4));
+    if (!in) throw std::runtime_error("'" + path + "' does not hold this model's parameters");
+    double diff = 0, scale = 0;
+    for (Eigen::Index i = 0; i < n; ++i) {
+      const double want = static_cast<double>(saved[static_cast<std::size_t>(i)]);
+      const double d = std::abs(static_cast<double>(p[i]) - want);
+      diff = std::max(diff, d);
+      scale = std::max(scale, std::abs(want));
+      diff_squares += d * d;
+      squares += want * want;
+    }
+    worst = std::max(worst, scale > 0 ? diff / scale : diff);
+  };
+  for (const classifier::Linear& l : model.layers()) {
+    compare(l.w.data(), l.w.size());
+    compare(l.b.data(), l.b.size());
+  }
+  return {squares > 0 ? std::sqrt(diff_squares / squares) : std::sqrt(diff_squares), worst};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef RDROP_CLASSIFIER_MPI
+  // Data-parallel (mpirun -np K): every rank builds the same global batch,
+  // trains on its slice of it, and all take the same Adam step; rank 0
+  // evaluates and prints.
+  MPI_Init(&argc, &argv);
+  struct Finalize {
+    ~Finalize() { MPI_Finalize(); }
+  } finalize;
+  int rank = 0, ranks = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+  if (rank != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) return 1;
+#else
+  const int rank = 0, ranks = 1;
+#endif
   const Settings s = parse_arguments(argc, argv);
   if (s.threads > 0) {
     Eigen::setNbThreads(s.threads);
@@ -269,6 +363,8 @@ int main(int argc, char** argv) {
   std::size_t pool_next = pool.size();  // reshuffle before the first use
 
   const bool rdrop_mode = s.alpha > 0.0f;
+  if (s.fused_head && !rdrop_mode) usage_error("--fused-head trains R-Drop's output layer: it needs --alpha > 0");
+  if (ranks > 1 && !rdrop_mode) usage_error("data-parallel training (mpirun) is for R-Drop: it needs --alpha > 0");
   std::printf("Fashion-MNIST: %ld training samples (%ld labeled), %ld test samples\n", static_cast<long>(n_train),
               kept_labels, static_cast<long>(test.x.rows()));
   if (semi) {
@@ -291,12 +387,13 @@ int main(int argc, char** argv) {
   rdrop_options.alpha = s.alpha;
   rdrop_options.ignore_index = kUnlabeled;
   const rdrop::RDropLoss<float> rdrop_loss(rdrop_options);
+  const rdrop::RDropLinearLoss<float> fused_head_loss(rdrop_options);
   rdrop::CrossEntropyOptions<float> ce_options;
   ce_options.ignore_index = kUnlabeled;
   const rdrop::CrossEntropy<float> plain_loss(ce_options);
 
   std::FILE* csv = nullptr;
-  if (!s.csv.empty()) {
+  if (!s.csv.empty() && rank == 0) {
     csv = std::fopen(s.csv.c_str(), "w");
     if (!csv) {
       std::fprintf(stderr, "rdrop_classifier: cannot write '%s'\n", s.csv.c_str());
@@ -311,9 +408,22 @@ int main(int argc, char** argv) {
   std::iota(order.begin(), order.end(), Eigen::Index(0));
   std::mt19937_64 shuffle_rng(s.seed);
   classifier::ForwardCache cache;
-  Matrix batch_x, doubled_x, grad;
+  Matrix batch_x, local_x, doubled_x, grad, grad_hidden;
+  Eigen::VectorXi local_y;
+  // The loss of this rank's slice as its share of the global batch's loss:
+  // normalized by the counts of the whole batch, all-reduced before the
+  // backward pass (--local-counts: by the slice's own counts, the mistake
+  // WithCounts exists to avoid).
+  const auto share = [&](const auto& loss, const rdrop::RDropCounts& own) {
+#ifdef RDROP_CLASSIFIER_MPI
+    if (ranks > 1 && !s.local_counts) return loss.WithCounts(rdrop::mpi::AllReduce(own, MPI_COMM_WORLD));
+#endif
+    (void)own;
+    return loss;
+  };
   Eigen::VectorXi batch_y;
   std::uint64_t step = 0;
+  long steps_total = 0, samples_total = 0;
   double train_seconds = 0.0, train_cpu_seconds = 0.0, loss_seconds_total = 0.0, last_accuracy = 0.0;
 
   for (int epoch = 1; epoch <= s.epochs; ++epoch) {
@@ -323,6 +433,7 @@ int main(int argc, char** argv) {
     double loss_sum = 0.0, loss_seconds = 0.0;
     long steps = 0;
     for (Eigen::Index first = 0; first < n_train; first += stream_per_step) {
+      if (s.max_steps > 0 && steps_total >= s.max_steps) break;
       const Eigen::Index from_stream = std::min(stream_per_step, n_train - first);
       // Rows of this step: the stream's samples (unlabeled when semi), then
       // the labeled pool's; plain dropout in the semi-supervised setting
@@ -346,6 +457,10 @@ int main(int argc, char** argv) {
         batch_y(i) = train.y(k);
       }
       ++step;
+      // This rank's slice of the global batch: samples [lo, hi).
+      const Eigen::Index lo = b * rank / ranks, hi = b * (rank + 1) / ranks;
+      local_x = batch_x.middleRows(lo, hi - lo);
+      local_y = batch_y.segment(lo, hi - lo);
       float loss = 0.0f;
       if (rdrop_mode) {
         // R-Drop: rows [a, a, b, b, ...], one forward pass, and the two
@@ -354,13 +469,28 @@ int main(int argc, char** argv) {
         // duplicated (the same maths: nothing random comes before the first
         // dropout); --duplicate-input doubles the input rows instead.
         const bool share_first = !s.duplicate_input;
-        if (!share_first) doubled_x = rdrop::Duplicate(batch_x);
-        const Matrix& x_rows = share_first ? batch_x : doubled_x;
-        const Matrix& logits = model.Forward(x_rows, true, step, cache, share_first);
-        const auto loss_start = Clock::now();
-        loss = rdrop_loss.EvaluateWithGradient(logits, batch_y, grad);
-        loss_seconds += seconds_since(loss_start);
-        model.Backward(x_rows, grad, step, cache);
+        if (!share_first) doubled_x = rdrop::Duplicate(local_x);
+        const Matrix& x_rows = share_first ? local_x : doubled_x;
+        cache.first_row = static_cast<std::uint64_t>(2 * lo);  // interleaved: sample i is rows 2i, 2i + 1
+        if (s.fused_head) {
+          // The output layer (logits = h·W + b, W stored in × out) inside
+          // the loss: the fused loss takes W as out × in, its transpose.
+          const Matrix& hidden = model.Forward(x_rows, true, step, cache, share_first, /*hidden_only=*/true);
+          const classifier::Linear& head = model.layers().back();
+          classifier::Linear& head_grad = model.output_gradient();
+          const auto loss_start = Clock::now();
+          const auto step_loss = share(fused_head_loss, fused_head_loss.Count(hidden, head.w.transpose(), local_y));
+          loss = step_loss.EvaluateWithGradient(hidden, head.w.transpose(), head.b, local_y, grad_hidden,
+                                                head_grad.w.transpose(), head_grad.b);
+          loss_seconds += seconds_since(loss_start);
+          model.BackwardFromHidden(x_rows, grad_hidden, step, cache);
+        } else {
+          const Matrix& logits = model.Forward(x_rows, true, step, cache, share_first);
+          const auto loss_start = Clock::now();
+          loss = share(rdrop_loss, rdrop_loss.Count(logits, local_y)).EvaluateWithGradient(logits, local_y, grad);
+          loss_seconds += seconds_since(loss_start);
+          model.Backward(x_rows, grad, step, cache);
+        }
       } else {
         const Matrix& logits = model.Forward(batch_x, true, step, cache);
         const auto loss_start = Clock::now();
@@ -368,9 +498,28 @@ int main(int argc, char** argv) {
         loss_seconds += seconds_since(loss_start);
         model.Backward(batch_x, grad, step, cache);
       }
+#ifdef RDROP_CLASSIFIER_MPI
+      if (ranks > 1) {
+        // The gradients of the shares add up to the global batch's (a sum,
+        // not a mean); with --local-counts they are averaged, as a user
+        // without WithCounts would.
+        const float weight = s.local_counts ? 1.0f / static_cast<float>(ranks) : 1.0f;
+        for (classifier::Linear& g : model.gradients()) {
+          rdrop::mpi::AllReduceSum(g.w, MPI_COMM_WORLD);
+          rdrop::mpi::AllReduceSum(g.b, MPI_COMM_WORLD);
+          if (weight != 1.0f) {
+            g.w *= weight;
+            g.b *= weight;
+          }
+        }
+        loss = weight * rdrop::mpi::AllReduceSum(loss, MPI_COMM_WORLD);
+      }
+#endif
       adam.Step(model.layers(), model.gradients());
       loss_sum += static_cast<double>(loss);
       ++steps;
+      ++steps_total;
+      samples_total += static_cast<long>(b);
       progress.update(epoch, s.epochs, static_cast<long>(first + from_stream), static_cast<long>(n_train),
                       seconds_since(epoch_start), loss_sum / static_cast<double>(steps));
     }
@@ -380,7 +529,7 @@ int main(int argc, char** argv) {
     train_seconds += epoch_seconds;
     train_cpu_seconds += epoch_cpu_seconds;
     loss_seconds_total += loss_seconds;
-    last_accuracy = accuracy(model, test);
+    if (rank == 0) last_accuracy = accuracy(model, test);  // the other ranks print nothing
     const double mean_loss = steps > 0 ? loss_sum / static_cast<double>(steps) : 0.0;
     std::printf("epoch %d/%d  loss %.4f  test accuracy %.4f  %.1f s  %.0f samples/s  loss+gradient %.2f%% of step time\n",
                 epoch, s.epochs, mean_loss, last_accuracy, epoch_seconds,
@@ -392,8 +541,22 @@ int main(int argc, char** argv) {
                    last_accuracy, epoch_seconds, epoch_cpu_seconds, loss_seconds, steps);
       std::fflush(csv);
     }
+    if (s.max_steps > 0 && steps_total >= s.max_steps) break;
   }
   if (csv) std::fclose(csv);
+
+  int status = 0;
+  if (!s.save_params.empty() && rank == 0) save_parameters(model, s.save_params);
+  if (!s.compare_params.empty() && rank == 0) {
+    const ParameterDifference diff = parameter_difference(model, s.compare_params);
+    std::printf("param_max_rel_diff=%.3e\n", diff.worst);
+    std::printf("param_rel_diff=%.3e\n", diff.norm);
+    if (s.compare_tolerance >= 0 && !(diff.norm <= s.compare_tolerance)) {
+      std::fprintf(stderr, "rdrop_classifier: parameters differ by %.3e relative, more than %.3e\n", diff.norm,
+                   s.compare_tolerance);
+      status = 2;
+    }
+  }
 
   // The consistency gap on the test set: K dropout-on passes averaged
   // against the dropout-off prediction.
@@ -405,7 +568,8 @@ int main(int argc, char** argv) {
   rdrop::ConsistencyOptions consistency_options;
   consistency_options.passes = s.mc_passes;
   consistency_options.batch_rows = 2000;
-  const auto report = rdrop::MeasureConsistency(forward, test.x, test.y, consistency_options);
+  rdrop::ConsistencyReport<float> report;
+  if (rank == 0) report = rdrop::MeasureConsistency(forward, test.x, test.y, consistency_options);
 
   std::printf("test accuracy (dropout off):        %.4f\n", static_cast<double>(report.deterministic_accuracy));
   std::printf("MC-average accuracy (K=%d):          %.4f\n", s.mc_passes, static_cast<double>(report.mc_accuracy));
@@ -417,6 +581,8 @@ int main(int argc, char** argv) {
   std::printf("seconds_per_epoch=%.3f\n", train_seconds / s.epochs);
   std::printf("cpu_seconds_per_epoch=%.3f\n", train_cpu_seconds / s.epochs);
   std::printf("loss_share=%.5f\n", loss_seconds_total / train_seconds);
+  std::printf("samples_per_second=%.1f\n", static_cast<double>(samples_total) / train_seconds);
+  std::printf("ranks=%d\n", ranks);
   std::printf("test_accuracy=%.4f\n", static_cast<double>(report.deterministic_accuracy));
-  return 0;
+  return status;
 }

@@ -30,6 +30,9 @@ struct ForwardCache {
   std::vector<Matrix> pre;     // pre[l]: layer l's output before its ReLU
   Matrix logits;
   bool duplicated_after_first = false;
+  /// The row of the whole (duplicated) batch that this pass's first row is:
+  /// a data-parallel worker's slice draws the dropout masks of its rows.
+  std::uint64_t first_row = 0;
 };
 
 /// sizes[0] → sizes[1] → ... → sizes.back(): Linear, then ReLU and dropout
@@ -64,13 +67,18 @@ class Mlp {
   /// see 2B rows. Same mathematics as Forward(Duplicate(x)) (equal up to
   /// float rounding), and the first layer (60% of this MLP's arithmetic)
   /// costs what it costs without R-Drop.
+  ///
+  /// hidden_only: stop before the output layer and return its input (the
+  /// last hidden layer's activations after dropout), for a loss that applies
+  /// the output layer itself (rdrop::RDropLinearLoss).
   const Matrix& Forward(const Eigen::Ref<const Matrix>& x, bool dropout, std::uint64_t step,
-                        ForwardCache& cache, bool duplicate_after_first = false) const {
+                        ForwardCache& cache, bool duplicate_after_first = false, bool hidden_only = false) const {
     const std::size_t n = layers_.size();
     cache.inputs.resize(n);
     cache.pre.resize(n);
     cache.duplicated_after_first = duplicate_after_first;
     for (std::size_t l = 0; l < n; ++l) {
+      if (hidden_only && l + 1 == n) return cache.inputs[l];
       const Linear& layer = layers_[l];
       Matrix& out = l + 1 < n ? cache.pre[l] : cache.logits;
       if (l == 0) {
@@ -86,7 +94,7 @@ class Mlp {
         } else {
           next = out.cwiseMax(0.0f);
         }
-        if (dropout) dropouts_[l].Forward(next, next, step);
+        if (dropout) dropouts_[l].Forward(next, next, step, cache.first_row);
       }
     }
     return cache.logits;
@@ -97,8 +105,32 @@ class Mlp {
   /// again from the step, not stored).
   void Backward(const Eigen::Ref<const Matrix>& x, const Matrix& grad_logits, std::uint64_t step,
                 ForwardCache& cache) {
-    Matrix grad = grad_logits, grad_input, grad_relu;
-    for (std::size_t l = layers_.size(); l-- > 0;) {
+    backward_from(layers_.size() - 1, x, grad_logits, step, cache);
+  }
+
+  /// Backward from ∂loss/∂(input of the output layer), for a Forward with
+  /// hidden_only; the output layer's own gradients are the caller's to set
+  /// (output_gradient()).
+  void BackwardFromHidden(const Eigen::Ref<const Matrix>& x, const Matrix& grad_hidden, std::uint64_t step,
+                          ForwardCache& cache) {
+    const std::size_t l = layers_.size() - 1;
+    backward_from(l - 1, x, through_activation(l, grad_hidden, step, cache), step, cache);
+  }
+
+  std::vector<Linear>& layers() { return layers_; }
+  const std::vector<Linear>& layers() const { return layers_; }
+  std::vector<Linear>& gradients() { return grads_; }
+  const std::vector<Linear>& gradients() const { return grads_; }
+  /// The output layer's gradients, written by a fused loss.
+  Linear& output_gradient() { return grads_.back(); }
+
+ private:
+  /// Gradients of layers l, l−1, ..., 0 from ∂loss/∂(output of layer l,
+  /// before any ReLU).
+  void backward_from(std::size_t top, const Eigen::Ref<const Matrix>& x, Matrix grad, std::uint64_t step,
+                     ForwardCache& cache) {
+    Matrix grad_input;
+    for (std::size_t l = top + 1; l-- > 0;) {
       if (l == 0) {
         grads_[l].w.noalias() = x.transpose() * grad;
       } else {
@@ -107,21 +139,25 @@ class Mlp {
       grads_[l].b = grad.colwise().sum();
       if (l == 0) break;
       grad_input.noalias() = grad * layers_[l].w.transpose();
-      dropouts_[l - 1].Backward(grad_input, grad_relu, step);
-      if (l == 1 && cache.duplicated_after_first) {
-        // The first layer's output fed both copies: its gradient is the sum
-        // over the two copies (zero-copy views of the 2B rows).
-        Matrix summed = rdrop::FirstCopy(grad_relu) + rdrop::SecondCopy(grad_relu);
-        grad_relu.swap(summed);
-      }
-      grad = (cache.pre[l - 1].array() > 0.0f).select(grad_relu.array(), 0.0f).matrix();
+      grad = through_activation(l, grad_input, step, cache);
     }
   }
 
-  std::vector<Linear>& layers() { return layers_; }
-  const std::vector<Linear>& gradients() const { return grads_; }
+  /// From ∂loss/∂(input of layer l) to ∂loss/∂(output of layer l − 1
+  /// before its ReLU): back through dropout, the duplication, the ReLU.
+  Matrix through_activation(std::size_t l, const Matrix& grad_input, std::uint64_t step,
+                            const ForwardCache& cache) const {
+    Matrix grad_relu;
+    dropouts_[l - 1].Backward(grad_input, grad_relu, step, cache.first_row);
+    if (l == 1 && cache.duplicated_after_first) {
+      // The first layer's output fed both copies: its gradient is the sum
+      // over the two copies (zero-copy views of the 2B rows).
+      Matrix summed = rdrop::FirstCopy(grad_relu) + rdrop::SecondCopy(grad_relu);
+      grad_relu.swap(summed);
+    }
+    return (cache.pre[l - 1].array() > 0.0f).select(grad_relu.array(), 0.0f).matrix();
+  }
 
- private:
   std::vector<Linear> layers_;
   std::vector<Linear> grads_;
   std::vector<rdrop::Dropout<float>> dropouts_;

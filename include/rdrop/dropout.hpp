@@ -239,33 +239,40 @@ class Dropout {
   /// output = mask(step) ⊙ input / (1 − p). `output` is resized when it is
   /// a Matrix or Array; a Map, Ref or block must already have input's shape
   /// (else std::invalid_argument, output untouched).
+  ///
+  /// `first_row`: the row of the whole batch that input's first row is,
+  /// when a worker holds a slice of it (data-parallel training): the slice
+  /// then gets exactly the masks of those rows of the whole batch.
   template <typename In, typename Out>
-  void Forward(const Eigen::DenseBase<In>& input, Out&& output, std::uint64_t step) const {
-    apply(input.derived(), output, step, "Dropout::Forward");
+  void Forward(const Eigen::DenseBase<In>& input, Out&& output, std::uint64_t step,
+               std::uint64_t first_row = 0) const {
+    apply(input.derived(), output, step, first_row, "Dropout::Forward");
   }
 
   /// grad_input = mask(step) ⊙ grad_output / (1 − p): the gradient through
   /// Forward of the same step (the mask is regenerated, not stored).
   template <typename In, typename Out>
-  void Backward(const Eigen::DenseBase<In>& grad_output, Out&& grad_input, std::uint64_t step) const {
-    apply(grad_output.derived(), grad_input, step, "Dropout::Backward");
+  void Backward(const Eigen::DenseBase<In>& grad_output, Out&& grad_input, std::uint64_t step,
+                std::uint64_t first_row = 0) const {
+    apply(grad_output.derived(), grad_input, step, first_row, "Dropout::Backward");
   }
 
   /// The multipliers Forward applies at `step` to a rows x cols input:
-  /// 1/(1 − p) where kept, 0 where dropped.
-  Matrix Mask(Eigen::Index rows, Eigen::Index cols, std::uint64_t step) const {
+  /// 1/(1 − p) where kept, 0 where dropped (rows first_row, first_row + 1,
+  /// ... of the whole batch).
+  Matrix Mask(Eigen::Index rows, Eigen::Index cols, std::uint64_t step, std::uint64_t first_row = 0) const {
     if (rows < 0 || cols < 0) {
       detail::fail("Dropout::Mask", "arguments 'rows' and 'cols' are " + detail::shape(rows, cols) +
                                         "; expected non-negative sizes");
     }
     Matrix mask = Matrix::Ones(rows, cols);
-    apply(mask, mask, step, "Dropout::Mask");
+    apply(mask, mask, step, first_row, "Dropout::Mask");
     return mask;
   }
 
  private:
   template <typename In, typename Out>
-  void apply(const In& input, Out& output, std::uint64_t step, const char* where) const {
+  void apply(const In& input, Out& output, std::uint64_t step, std::uint64_t first_row, const char* where) const {
     using O = std::remove_cv_t<std::remove_reference_t<Out>>;
     static_assert(std::is_same_v<typename In::Scalar, Scalar> && std::is_same_v<typename O::Scalar, Scalar>,
                   "rdrop::Dropout: input and output must have the dropout's Scalar type; convert with "
@@ -284,14 +291,14 @@ class Dropout {
     if constexpr ((In::Flags & Eigen::DirectAccessBit) != 0 && (O::Flags & Eigen::DirectAccessBit) != 0) {
       if (detail::has_contiguous_rows(input) && detail::has_contiguous_rows(output)) {
         sweep(input.data(), detail::row_stride(input), output.data(), detail::row_stride(output), rows, cols,
-              step);
+              step, first_row);
         return;
       }
     }
     // Other layouts and expressions: through a row-major copy (which also
     // makes an output that overlaps the input in another layout safe).
     Matrix buffer = input.matrix();
-    sweep(buffer.data(), cols, buffer.data(), cols, rows, cols, step);
+    sweep(buffer.data(), cols, buffer.data(), cols, rows, cols, step, first_row);
     if constexpr (detail::is_array_v<O>) {
       output = buffer.array();
     } else {
@@ -300,10 +307,11 @@ class Dropout {
   }
 
   void sweep(const Scalar* in, Eigen::Index in_stride, Scalar* out, Eigen::Index out_stride, Eigen::Index rows,
-             Eigen::Index cols, std::uint64_t step) const {
+             Eigen::Index cols, std::uint64_t step, std::uint64_t first_row) const {
     detail::parallel_ranges(rows, rows * cols, threads_, [&](Eigen::Index begin, Eigen::Index end) {
       for (Eigen::Index r = begin; r < end; ++r) {
-        const detail::DropoutRowKey key = detail::dropout_row_key(seed_, step, static_cast<std::uint64_t>(r));
+        const detail::DropoutRowKey key =
+            detail::dropout_row_key(seed_, step, first_row + static_cast<std::uint64_t>(r));
         detail::dropout_row(in + r * in_stride, out + r * out_stride, cols, key, threshold_, scale_);
       }
     });

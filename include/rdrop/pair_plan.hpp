@@ -144,42 +144,54 @@ struct PairValues {
   Scalar divergence = Scalar(0);
 };
 
-/// Runs pair_fn(k, rows, grad_first, grad_second) on active pairs and
-/// row_fn(row, grad_row) on the task-carrying rows of inactive pairs; rows
-/// with no term get a zero gradient without being read. Gradient pointers
-/// are null when no gradient is wanted.
-template <typename Scalar, typename PairFn, typename RowFn>
-std::vector<PairValues<Scalar>> sweep_pairs(const PairPlan& plan, Index cols, int threads,
-                                            const Rows<Scalar>* grad, PairFn&& pair_fn, RowFn&& row_fn) {
-  std::vector<PairValues<Scalar>> values(static_cast<std::size_t>(plan.pairs()));
-  const Index work = plan.counts.pairs * 2 * cols;
-  parallel_ranges(plan.pairs(), work, threads, [&](Index begin, Index end) {
+/// Runs, for the pairs k = pair_at(i), i in [0, count): pair_fn(i, k, rows,
+/// grad_first, grad_second) when k is active, and row_fn(i, copy, row,
+/// grad_row) on the task-carrying rows (copy 0 or 1) of inactive ones,
+/// storing each pair's values in values[k]; rows with no term get a zero
+/// gradient without being read. grad_row(i, copy) gives the gradient row of
+/// that copy, or null when no gradient is wanted. A whole batch runs its
+/// pairs in order with rows where the plan puts them; a chunk of a fused
+/// loss runs some of them with rows of its own.
+template <typename Scalar, typename PairAt, typename GradRow, typename PairFn, typename RowFn>
+void sweep_pairs(const PairPlan& plan, Index count, PairAt&& pair_at, Index cols, int threads, GradRow&& grad_row,
+                 PairFn&& pair_fn, RowFn&& row_fn, PairValues<Scalar>* values) {
+  const Index work = count * 2 * cols;
+  parallel_ranges(count, work, threads, [&](Index begin, Index end) {
     bool streamed = false;
-    for (Index k = begin; k < end; ++k) {
+    for (Index i = begin; i < end; ++i) {
+      const Index k = pair_at(i);
       const PairRows r = plan.rows_of(k);
-      Scalar* ga = grad ? grad->row(r.first) : nullptr;
-      Scalar* gb = grad ? grad->row(r.second) : nullptr;
-      PairValues<Scalar>& v = values[static_cast<std::size_t>(k)];
+      Scalar* ga = grad_row(i, 0);
+      Scalar* gb = grad_row(i, 1);
+      PairValues<Scalar>& v = values[k];
       if (plan.pair_active[static_cast<std::size_t>(k)]) {
-        v = pair_fn(k, r, ga, gb);
+        v = pair_fn(i, k, r, ga, gb);
         continue;
       }
       // A masked pair: no divergence; a copy that is still labeled keeps its
       // task term (a per-row mask may mask one copy only).
+      v = PairValues<Scalar>{};
       if (plan.row_target[static_cast<std::size_t>(r.first)] >= 0) {
-        v.task_first = row_fn(r.first, ga);
+        v.task_first = row_fn(i, 0, r.first, ga);
       } else if (ga) {
         streamed |= zero_fill(ga, cols);
       }
       if (plan.row_target[static_cast<std::size_t>(r.second)] >= 0) {
-        v.task_second = row_fn(r.second, gb);
+        v.task_second = row_fn(i, 1, r.second, gb);
       } else if (gb) {
         streamed |= zero_fill(gb, cols);
       }
     }
     if (streamed) streaming_fence();
   });
-  return values;
+}
+
+/// Whether pair k has any term (a divergence, or a labeled copy): a pair
+/// without one has a zero gradient and need not be computed at all.
+inline bool pair_has_terms(const PairPlan& plan, Index k) {
+  const PairRows r = plan.rows_of(k);
+  return plan.pair_active[static_cast<std::size_t>(k)] || plan.row_target[static_cast<std::size_t>(r.first)] >= 0 ||
+         plan.row_target[static_cast<std::size_t>(r.second)] >= 0;
 }
 
 /// Σ task and Σ divergence over pairs, in pair order, compensated in double

@@ -22,6 +22,10 @@
 namespace rdrop {
 
 namespace detail {
+// Gives the fused losses built on a PairedLoss (RDropLinearLoss) its
+// planning and sweeping steps; defined with them.
+struct PairedLossAccess;
+
 /// Checks the options every R-Drop loss has (alpha, threads, layout,
 /// normalization). An infinite
 /// α is refused too: it would turn every loss into inf or NaN (inf · 0).
@@ -63,6 +67,7 @@ template <typename Derived, typename Scalar>
 class PairedLoss {
   static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
                 "rdrop: Scalar must be float or double");
+  friend struct detail::PairedLossAccess;
 
  public:
   /// The loss of the 2B rows.
@@ -134,15 +139,15 @@ class PairedLoss {
   /// the backward pass and pass the sum to WithCounts.
   template <typename X, typename Y>
   RDropCounts Count(const X& logits, const Y& targets) const {
-    Planned<Y> p(logits);
-    plan(p, targets, no_mask(), "Count");
-    return p.plan.counts;
+    Resolved<Y> b;
+    resolve_batch(detail::shape_of(logits), targets, no_mask(), "Count", b);
+    return b.plan.counts;
   }
   template <typename X, typename Y, typename M>
   RDropCounts Count(const X& logits, const Y& targets, const M& mask) const {
-    Planned<Y> p(logits);
-    plan(p, targets, &mask, "Count");
-    return p.plan.counts;
+    Resolved<Y> b;
+    resolve_batch(detail::shape_of(logits), targets, &mask, "Count", b);
+    return b.plan.counts;
   }
 
   /// The loss of (all-reduced) terms under this loss's normalization.
@@ -182,36 +187,51 @@ class PairedLoss {
 
   const Derived& derived() const { return static_cast<const Derived&>(*this); }
 
-  // Logits as rows, resolved targets and the plan; built in place since
-  // the row view may own a copy of the logits.
+  // A batch's targets resolved and its plan made: all that is known before
+  // a logit is read (and all that Count needs).
+  template <typename Y>
+  struct Resolved {
+    typename Derived::template Targets<Y> targets;
+    detail::PairPlan plan;
+  };
+
+  // The logits as rows and their resolved batch; built in place since the
+  // row view may own a copy of the logits.
   template <typename Y>
   struct Planned {
     template <typename X>
     explicit Planned(const X& logits) : x(logits) {}
     detail::RowSource<Scalar> x;
-    typename Derived::template Targets<Y> targets;
-    detail::PairPlan plan;
+    Resolved<Y> batch;
   };
 
   static std::string method(const char* where) { return std::string(Derived::name) + "::" + where; }
 
+  /// Checks the targets and mask against logits of shape `shape` and plans
+  /// the batch. `where_` is the calling method's name.
   template <typename Y, typename M>
-  void plan(Planned<Y>& p, const Y& targets, const M* mask, const char* where_) const {
-    const std::string where = method(where_);
-    const detail::Shape& shape = p.x.shape();
+  void resolve_batch(const detail::Shape& shape, const Y& targets, const M* mask, const char* where_,
+                     Resolved<Y>& out) const {
+    resolve_batch_at(shape, targets, mask, method(where_).c_str(), out);
+  }
+
+  /// resolve_batch, with the full name of the caller for the messages.
+  template <typename Y, typename M>
+  void resolve_batch_at(const detail::Shape& shape, const Y& targets, const M* mask, const char* where,
+                        Resolved<Y>& out) const {
     if (shape.dims[0] % 2 != 0) {
-      detail::fail(where.c_str(), "logits of shape " + shape.str() + " have an odd number (" +
-                                      std::to_string(shape.dims[0]) + ") of rows; a duplicated batch has 2B rows");
+      detail::fail(where, "logits of shape " + shape.str() + " have an odd number (" +
+                              std::to_string(shape.dims[0]) + ") of rows; a duplicated batch has 2B rows");
     }
-    if (p.x.rows().rows > 0 && p.x.rows().cols == 0) {
-      detail::fail(where.c_str(), "logits of shape " + shape.str() + " have no classes");
+    if (shape.rows() > 0 && shape.cols() == 0) {
+      detail::fail(where, "logits of shape " + shape.str() + " have no classes");
     }
     const auto& o = derived().options();
-    derived().resolve(targets, shape, where.c_str(), p.targets);
+    derived().resolve(targets, shape, where, out.targets);
     std::vector<char> keep;
-    if (mask) keep = detail::paired_row_mask(*mask, shape, o.layout, where.c_str());
-    derived().merge_keep(p.targets, keep);
-    p.plan = detail::make_plan(shape, o.layout, derived().row_targets(p.targets), keep);
+    if (mask) keep = detail::paired_row_mask(*mask, shape, o.layout, where);
+    derived().merge_keep(out.targets, keep);
+    out.plan = detail::make_plan(shape, o.layout, derived().row_targets(out.targets), keep);
   }
 
   Scalar normalize(const RDropTerms<Scalar>& t, const RDropCounts& counts) const {
@@ -230,7 +250,7 @@ class PairedLoss {
              RDropTerms<Scalar>* terms, const char* where_) const {
     const std::string where = method(where_);
     Planned<Y> p(logits);
-    plan(p, targets, mask, where_);
+    resolve_batch(p.x.shape(), targets, mask, where_, p.batch);
     std::optional<detail::RowSink<Scalar, G>> grad_sink;
     std::optional<detail::ValueSink<Scalar, V>> value_sink;
     if (gradient) {
@@ -238,17 +258,17 @@ class PairedLoss {
       check_gradient_memory(*gradient, logits, targets, where.c_str());
     }
     if (values) value_sink.emplace(*values, p.x.shape().without_classes(), where.c_str(), "values");
-    const RDropCounts counts = counts_for(p.plan.counts, where.c_str());
+    const RDropCounts counts = counts_for(p.batch.plan.counts, where.c_str());
 
     const auto& o = derived().options();
     const detail::TermScales<Scalar> scales = detail::term_scales(o.normalization, o.alpha, counts);
     detail::Rows<Scalar> g{};
     if (grad_sink) g = grad_sink->open();
     const std::vector<detail::PairValues<Scalar>> per_pair = sweep(p, scales, grad_sink ? &g : nullptr);
-    if (value_sink) write_values(p.plan, per_pair, value_sink->open());
+    if (value_sink) write_values(p.batch.plan, per_pair, value_sink->open());
     if (grad_sink) grad_sink->close();
     if (value_sink) value_sink->close();
-    const RDropTerms<Scalar> t = detail::sum_terms(per_pair, p.plan.counts);
+    const RDropTerms<Scalar> t = detail::sum_terms(per_pair, p.batch.plan.counts);
     if (terms) *terms = t;
     return normalize(t, counts);
   }
@@ -286,21 +306,44 @@ class PairedLoss {
   std::vector<detail::PairValues<Scalar>> sweep(const Planned<Y>& p, const detail::TermScales<Scalar>& scales,
                                                 const detail::Rows<Scalar>* g) const {
     const detail::ConstRows<Scalar>& x = p.x.rows();
-    const bool in_place = g != nullptr && g->data == x.data;
+    const detail::PairPlan& plan = p.batch.plan;
+    std::vector<detail::PairValues<Scalar>> values(static_cast<std::size_t>(plan.pairs()));
+    sweep_range(
+        p.batch, x.cols, plan.pairs(), [](Eigen::Index k) { return k; }, scales,
+        g != nullptr && g->data == x.data, [&](Eigen::Index, int, Eigen::Index row) { return x.row(row); },
+        [&](Eigen::Index k, int copy) -> Scalar* {
+          if (!g) return nullptr;
+          const detail::PairRows r = plan.rows_of(k);
+          return g->row(copy == 0 ? r.first : r.second);
+        },
+        values.data());
+    return values;
+  }
+
+  /// The sweep over the pairs pair_at(i), i in [0, count), of a resolved
+  /// batch, wherever their rows are: x_row(i, copy, row) gives the logits of
+  /// copy 0 or 1 of the i-th pair (plan row `row`), g_row(i, copy) its
+  /// gradient row or null; values[k] receives pair k's values. `in_place`:
+  /// the gradient rows are the logits rows.
+  template <typename Y, typename PairAt, typename XRow, typename GRow>
+  void sweep_range(const Resolved<Y>& b, Eigen::Index cols, Eigen::Index count, PairAt&& pair_at,
+                   const detail::TermScales<Scalar>& scales, bool in_place, XRow&& x_row, GRow&& g_row,
+                   detail::PairValues<Scalar>* values) const {
     // The fused sweep keeps its exps apart from the logits by itself.
     const bool copy_pairs = in_place && !Derived::pair_in_place;
-    const auto read = [&](Eigen::Index row, int slot, bool copy) {
-      return detail::row_to_read(x.row(row), x.cols, detail::kInPlaceSlot + slot, copy);
+    const auto read = [&](Eigen::Index i, int copy, Eigen::Index row, bool make_copy) {
+      return detail::row_to_read(x_row(i, copy, row), cols, detail::kInPlaceSlot + copy, make_copy);
     };
-    return detail::sweep_pairs<Scalar>(
-        p.plan, x.cols, derived().options().threads, g,
-        [&](Eigen::Index, const detail::PairRows& r, Scalar* ga, Scalar* gb) {
-          return derived().pair(p.targets, read(r.first, 0, copy_pairs), read(r.second, 1, copy_pairs), x.cols,
-                                r, scales, ga, gb);
+    detail::sweep_pairs<Scalar>(
+        b.plan, count, pair_at, cols, derived().options().threads, g_row,
+        [&](Eigen::Index i, Eigen::Index, const detail::PairRows& r, Scalar* ga, Scalar* gb) {
+          return derived().pair(b.targets, read(i, 0, r.first, copy_pairs), read(i, 1, r.second, copy_pairs), cols, r,
+                                scales, ga, gb);
         },
-        [&](Eigen::Index row, Scalar* grow) {
-          return derived().row(p.targets, read(row, 0, in_place), x.cols, row, scales.task, grow);
-        });
+        [&](Eigen::Index i, int copy, Eigen::Index row, Scalar* grow) {
+          return derived().row(b.targets, read(i, copy, row, in_place), cols, row, scales.task, grow);
+        },
+        values);
   }
 
   /// ℓ_r = T_r + (α/2)·D_k for the two rows r of every pair k.

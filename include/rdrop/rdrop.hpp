@@ -11,6 +11,7 @@
 #include "rdrop/kernels.hpp"
 #include "rdrop/kl_divergence.hpp"
 #include "rdrop/layout.hpp"
+#include "rdrop/linear_loss.hpp"
 #include "rdrop/multi_label.hpp"
 #include "rdrop/normalization.hpp"
 #include "rdrop/paired_loss.hpp"

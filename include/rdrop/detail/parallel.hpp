@@ -41,6 +41,34 @@ void parallel_ranges(Eigen::Index count, Eigen::Index work, int threads, Body&& 
   body(Eigen::Index(0), count);
 }
 
+/// Calls body(block) for every block in [0, blocks) on up to `threads`
+/// threads (0: the global setting), each block one or more Eigen products
+/// of its own. Eigen runs them single-threaded: its own threading re-blocks
+/// a product by its thread count, which would change the rounding, and
+/// rdrop's results must not depend on the thread count. A block is computed
+/// the same way whichever thread takes it.
+template <typename Body>
+void parallel_blocks(Eigen::Index blocks, int threads, Body&& body) {
+#ifdef _OPENMP
+  int t = threads > 0 ? threads : global_thread_count();
+  if (t <= 0) t = omp_get_max_threads();
+  if (t > blocks) t = static_cast<int>(blocks > 0 ? blocks : 1);
+  // A region even for one thread: inside it omp_set_num_threads(1) sets
+  // this task's thread limit, which is what Eigen::nbThreads() reports
+  // unless the program called Eigen::setNbThreads.
+#pragma omp parallel num_threads(t)
+  {
+    omp_set_num_threads(1);
+    const Eigen::Index nt = omp_get_num_threads();
+    const Eigen::Index id = omp_get_thread_num();
+    for (Eigen::Index b = blocks * id / nt; b < blocks * (id + 1) / nt; ++b) body(b);
+  }
+#else
+  (void)threads;
+  for (Eigen::Index b = 0; b < blocks; ++b) body(b);
+#endif
+}
+
 /// A scratch row of at least n scalars for the calling thread; `slot`
 /// separates buffers that are live at the same time.
 template <typename Scalar>
