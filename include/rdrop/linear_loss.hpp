@@ -230,9 +230,9 @@ class RDropLinearLoss {
     static_assert(detail::is_eigen_dense_v<W>, "rdrop: the weight must be an Eigen matrix (V x D)");
     static_assert(std::is_same_v<typename W::Scalar, Scalar>, "rdrop: the weight's scalar type differs from the loss's");
     const Eigen::Index d = hidden.cols();
-    if (weight.cols() != d || weight.rows() == 0) {
+    if (weight.cols() != d) {
       detail::fail(where, "argument 'weight' has shape " + detail::shape(weight.rows(), weight.cols()) +
-                              "; expected V x " + std::to_string(d) + " (V >= 1 classes) for hidden states of shape " +
+                              "; expected V x " + std::to_string(d) + " (V classes) for hidden states of shape " +
                               hidden.str());
     }
     if constexpr (!detail::is_no_bias_v<B>) {

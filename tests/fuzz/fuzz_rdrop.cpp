@@ -25,7 +25,10 @@
 //    WithCounts(Count) agree bitwise;
 //  - identical copies have divergence exactly 0;
 //  - in place equals out of place; per-pair calls check row lengths;
-//    Jensen-Shannon is shift invariant (safety.cpp).
+//    Jensen-Shannon is shift invariant (safety.cpp);
+//  - RDropLinearLoss throws exactly when RDropLoss on its logits does,
+//    agrees with that unfused pipeline, and is bitwise the same for any
+//    thread count and in place (linear.cpp).
 #include "check.hpp"
 
 #include <cstddef>
@@ -48,6 +51,7 @@ namespace dropout { template <typename S> void run(FuzzedDataProvider&, int, int
 namespace duplicate { template <typename S> void run(FuzzedDataProvider&, int, int); }
 namespace threads { template <typename S> void run(FuzzedDataProvider&, int, int); }
 namespace safety { template <typename S> void run(FuzzedDataProvider&, int, int); }
+namespace linear { template <typename S> void run(FuzzedDataProvider&, int, int); }
 
 struct Family {
   const char* name;
@@ -65,6 +69,7 @@ constexpr Family families[] = {
     {"duplicate", 1, duplicate::run<float>, duplicate::run<double>},
     {"threads", 1, threads::run<float>, threads::run<double>},
     {"safety", 3, safety::run<float>, safety::run<double>},
+    {"linear", 2, linear::run<float>, linear::run<double>},
 };
 
 constexpr int total_slots() {
