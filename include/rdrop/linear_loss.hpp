@@ -243,6 +243,10 @@ class RDropLinearLoss {
                                 std::to_string(weight.rows()) + " entries, one per row of the weight");
       }
     }
+    if (hidden.dims[0] % 2 != 0) {
+      detail::fail(where, "hidden states of shape " + hidden.str() + " have an odd number (" +
+                              std::to_string(hidden.dims[0]) + ") of rows; a duplicated batch has 2B rows");
+    }
     detail::Shape logits = hidden;
     logits.dims[static_cast<std::size_t>(logits.rank - 1)] = weight.rows();
     return logits;
