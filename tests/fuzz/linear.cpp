@@ -121,7 +121,7 @@ void run_linear(FuzzedDataProvider& in, int profile) {
 
   if (profile == kModerate) {
     // Moderate inputs: the products differ only in their rounding.
-    const double tol = std::is_same_v<S, float> ? 1e-3 : 1e-9;
+    const double tol = 2e4 * static_cast<double>(std::numeric_limits<S>::epsilon());  // 2.4e-3, 4.4e-12
     FUZZ_REQUIRE(std::abs(static_cast<double>(out.value - want)) <= tol * (1.0 + std::abs(static_cast<double>(want))));
     FUZZ_REQUIRE(close<S>(out.hidden, RowMat<S>(g * weight), tol));
     FUZZ_REQUIRE(close<S>(out.weight, RowMat<S>(g.transpose() * hidden), tol));
