@@ -65,6 +65,18 @@ bool expect(bool valid, F&& call, const char* file, int line) {
 }
 #define EXPECT(valid, ...) ::fuzz::expect((valid), [&] { __VA_ARGS__; }, __FILE__, __LINE__)
 
+// Whether call() threw std::invalid_argument (anything else escapes: a
+// finding).
+template <typename F>
+bool throws(F&& call) {
+  try {
+    call();
+  } catch (const std::invalid_argument&) {
+    return true;
+  }
+  return false;
+}
+
 // Bitwise equal, or both NaN.
 template <typename S>
 bool same(S a, S b) {

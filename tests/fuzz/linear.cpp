@@ -18,18 +18,6 @@
 namespace fuzz::linear {
 namespace {
 
-// Whether call() threw std::invalid_argument (anything else escapes: a
-// finding).
-template <typename F>
-bool throws(F&& call) {
-  try {
-    call();
-  } catch (const std::invalid_argument&) {
-    return true;
-  }
-  return false;
-}
-
 template <typename S>
 struct Outputs {
   RowMat<S> hidden, weight;

@@ -23,18 +23,6 @@ namespace {
 template <typename S>
 using Buffer = Eigen::Map<RowMat<S>>;
 
-// Whether call() threw std::invalid_argument (anything else escapes: a
-// finding).
-template <typename F>
-bool throws(F&& call) {
-  try {
-    call();
-  } catch (const std::invalid_argument&) {
-    return true;
-  }
-  return false;
-}
-
 // Runs loss out of place and in place (gradient = logits) on copies of x.
 template <typename S, typename Loss, typename... Rest>
 void in_place_equals_out_of_place(const Loss& loss, const RowMat<S>& x, const Rest&... rest) {
