@@ -9,7 +9,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -487,4 +489,35 @@ TEMPLATE_TEST_CASE("RDropLinearLoss skips pairs without terms and handles empty 
   CHECK(gh.rows() == 0);
   CHECK(gw.rows() == v);
   CHECK(gw.isZero(0));
+}
+
+namespace {
+template <typename S>
+void check_extreme_logits() {
+  const Index pairs = 4, d = 3, v = 6;
+  Head<S> h = random_head<S>(pairs, d, v, 121);
+  const Eigen::VectorXi labels = ref::random_labels(pairs, static_cast<int>(v - 1), 122);  // class v-1 never a label
+  // Logits near 1e4: the loss is shift invariant, and the fused value and
+  // gradients are those of the unfused pipeline on the same logits.
+  Head<S> shifted = h;
+  shifted.bias.array() += S(1e4);
+  const Grads<S> near = fused(rdrop::RDropLinearLoss<S>(), shifted, true, labels);
+  check_close(near, unfused(rdrop::RDropLoss<S>(), shifted, true, labels), equality_tolerance<S>());
+  // A class made impossible by a −inf bias (in both copies): its gradient
+  // is exactly 0, everything else that of the unfused pipeline, all finite.
+  Head<S> impossible = h;
+  impossible.bias(v - 1) = -std::numeric_limits<S>::infinity();
+  const Grads<S> got = fused(rdrop::RDropLinearLoss<S>(), impossible, true, labels);
+  const Grads<S> want = unfused(rdrop::RDropLoss<S>(), impossible, true, labels);
+  CHECK(std::isfinite(got.value));
+  CHECK(got.hidden.allFinite());
+  CHECK(got.weight.allFinite());
+  CHECK(got.bias(v - 1) == S(0));
+  CHECK(got.weight.row(v - 1).isZero(0));
+  check_close(got, want, equality_tolerance<S>());
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("RDropLinearLoss is exact for logits near 1e4 and with a -inf class", "[linear]", float, double) {
+  check_extreme_logits<TestType>();
 }
