@@ -1,5 +1,5 @@
 // The paired symmetric-KL and R-Drop benchmarks and the two rooflines they
-// are judged against (issue 3). Every benchmark is BM_<Name>/<pairs>/<classes>/<threads>
+// are judged against (issue 3), in float and in 2-byte storage (issue 13). Every benchmark is BM_<Name>/<pairs>/<classes>/<threads>
 // and reports items_per_second (logit elements, 2·pairs·classes per call)
 // and bytes_per_second (the bytes it must move at least), both per
 // wall-clock second so that the two-thread runs are measured honestly.
@@ -11,6 +11,8 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <map>
 #include <memory>
 #include <random>
@@ -27,6 +29,12 @@ using ColumnArray = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
 using ConstRow = Eigen::Map<const Eigen::Array<Scalar, 1, Eigen::Dynamic>>;
 using Row = Eigen::Map<Eigen::Array<Scalar, 1, Eigen::Dynamic>>;
 
+/// Logits and a gradient stored in a 2-byte type T.
+template <typename T>
+struct TwoByte {
+  Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> logits, grad;
+};
+
 /// Logits of a duplicated batch, stacked: rows [0, pairs) are the first copy
 /// (a), rows [pairs, 2·pairs) the second (b), as torch.cat([x, x]) gives.
 /// The copies differ by a little noise, like two dropout passes. One set per
@@ -37,6 +45,10 @@ struct Data {
   Matrix logits;
   Matrix grad;
   Eigen::VectorXi labels;
+  /// The logits rounded to bfloat16 and half, and gradients of those types
+  /// (made on first use: 2-byte benchmarks run on two shapes only).
+  TwoByte<Eigen::bfloat16> bf16;
+  TwoByte<Eigen::half> half;
 
   const Scalar* a() const { return logits.data(); }
   const Scalar* b() const { return logits.data() + pairs * classes; }
@@ -82,8 +94,25 @@ void run(benchmark::State& state, const Data& d, int bytes_per_element, Body&& b
 
 Index arg(const benchmark::State& state, int i) { return static_cast<Index>(state.range(i)); }
 
+template <typename T>
+TwoByte<T>& two_byte(Data& d) {
+  TwoByte<T>& t = [&]() -> TwoByte<T>& {
+    if constexpr (std::is_same_v<T, Eigen::bfloat16>) {
+      return d.bf16;
+    } else {
+      return d.half;
+    }
+  }();
+  if (t.logits.size() == 0) {
+    t.logits = d.logits.cast<T>();
+    t.grad = t.logits;  // touched, so no page faults get timed
+  }
+  return t;
+}
+
 constexpr int kReadWrite = 2 * static_cast<int>(sizeof(Scalar));  // each logit read, its gradient written
 constexpr int kReadOnly = static_cast<int>(sizeof(Scalar));
+constexpr int kReadWrite2 = 2 * 2;  // the same in 2-byte elements
 
 /// The fused paired symmetric KL, forward and backward, through the raw
 /// pointer kernel: mean over pairs of ½[KL(p‖q) + KL(q‖p)] and both gradients.
@@ -97,6 +126,25 @@ void BM_PairedKL_Fused(benchmark::State& state) {
         n, c, d.a(), c, d.b(), c, d.grad_a(), c, d.grad_b(), c, scale, nullptr, threads));
   });
 }
+
+/// BM_PairedKL_Fused on logits and gradients stored as T (bfloat16, half):
+/// the same float arithmetic, half the bytes.
+template <typename T>
+void paired_kl_fused_two_byte(benchmark::State& state) {
+  Data& d = data_for(arg(state, 0), arg(state, 1));
+  TwoByte<T>& t = two_byte<T>(d);
+  const int threads = static_cast<int>(state.range(2));
+  const Index n = d.pairs, c = d.classes;
+  const float scale = 1.f / static_cast<float>(n);
+  const T* a = t.logits.data();
+  T* g = t.grad.data();
+  run(state, d, kReadWrite2, [&] {
+    benchmark::DoNotOptimize(
+        rdrop::kernels::symmetric_kl_pairs(n, c, a, c, a + n * c, c, g, c, g + n * c, c, scale, nullptr, threads));
+  });
+}
+void BM_PairedKL_Fused_BF16(benchmark::State& state) { paired_kl_fused_two_byte<Eigen::bfloat16>(state); }
+void BM_PairedKL_Fused_Half(benchmark::State& state) { paired_kl_fused_two_byte<Eigen::half>(state); }
 
 /// Row-wise log-softmax, written the usual Eigen way.
 Array log_softmax(const Eigen::Map<const Matrix>& x) {
@@ -188,6 +236,17 @@ void BM_RDrop_Fused(benchmark::State& state) {
   });
 }
 
+/// BM_RDrop_Fused with bfloat16 logits and a bfloat16 gradient.
+void BM_RDrop_Fused_BF16(benchmark::State& state) {
+  Data& d = data_for(arg(state, 0), arg(state, 1));
+  TwoByte<Eigen::bfloat16>& t = two_byte<Eigen::bfloat16>(d);
+  rdrop::RDropOptions<Scalar> options;
+  options.layout = rdrop::Layout::Stacked;
+  options.threads = static_cast<int>(state.range(2));
+  const rdrop::RDropLoss<Scalar> loss(options);
+  run(state, d, kReadWrite2, [&] { benchmark::DoNotOptimize(loss.EvaluateWithGradient(t.logits, d.labels, t.grad)); });
+}
+
 /// The memory limit: read both rows of every pair once and write two
 /// gradient rows, with trivial arithmetic; pairs split over threads exactly
 /// as the kernels split them.
@@ -201,6 +260,25 @@ void BM_Roofline(benchmark::State& state) {
         const ConstRow a(d.a() + i * c, c), b(d.b() + i * c, c);
         Row(d.grad_a() + i * c, c) = a - b;
         Row(d.grad_b() + i * c, c) = b - a;
+      }
+    });
+  });
+}
+
+/// BM_Roofline in 2-byte elements: both rows of every pair read once and
+/// copied into the two gradient rows (no arithmetic: a copy is the least
+/// that reads two rows and writes two).
+void BM_Roofline_BF16(benchmark::State& state) {
+  Data& d = data_for(arg(state, 0), arg(state, 1));
+  TwoByte<Eigen::bfloat16>& t = two_byte<Eigen::bfloat16>(d);
+  const int threads = static_cast<int>(state.range(2));
+  const Index n = d.pairs, c = d.classes;
+  const auto row_bytes = static_cast<std::size_t>(c) * sizeof(Eigen::bfloat16);
+  run(state, d, kReadWrite2, [&] {
+    rdrop::detail::parallel_ranges(n, 2 * n * c, threads, [&](Index begin, Index end) {
+      for (Index i = begin; i < end; ++i) {
+        std::memcpy(static_cast<void*>(t.grad.data() + i * c), t.logits.data() + i * c, row_bytes);
+        std::memcpy(static_cast<void*>(t.grad.data() + (n + i) * c), t.logits.data() + (n + i) * c, row_bytes);
       }
     });
   });
@@ -232,8 +310,20 @@ const bool registered = [] {
       {"BM_Roofline", BM_Roofline},         {"BM_ExpRoofline", BM_ExpRoofline},
       {"BM_PairedKL_Fused", BM_PairedKL_Fused}, {"BM_PairedKL_Unfused", BM_PairedKL_Unfused},
       {"BM_PairedKL_UnfusedBuffers", BM_PairedKL_UnfusedBuffers}, {"BM_RDrop_Fused", BM_RDrop_Fused}};
+  // Logits and gradients in 2 bytes (issue 13), at the two larger shapes.
+  const std::pair<const char*, void (*)(benchmark::State&)> two_byte_families[] = {
+      {"BM_Roofline_BF16", BM_Roofline_BF16},
+      {"BM_PairedKL_Fused_BF16", BM_PairedKL_Fused_BF16},
+      {"BM_PairedKL_Fused_Half", BM_PairedKL_Fused_Half},
+      {"BM_RDrop_Fused_BF16", BM_RDrop_Fused_BF16}};
   for (const auto& [pairs, classes] : shapes) {
     for (const auto& [name, function] : families) {
+      for (int64_t threads : {1, 2}) {
+        benchmark::RegisterBenchmark(name, function)->Args({pairs, classes, threads});
+      }
+    }
+    if (classes < 1000) continue;
+    for (const auto& [name, function] : two_byte_families) {
       for (int64_t threads : {1, 2}) {
         benchmark::RegisterBenchmark(name, function)->Args({pairs, classes, threads});
       }

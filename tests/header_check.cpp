@@ -1,5 +1,5 @@
 // Instantiates every public entry point in float and double with every
-// accepted input kind, so that -Wall -Wextra -Wpedantic -Wconversion -Werror
+// accepted input kind (and bfloat16 / half logits and gradients), so that -Wall -Wextra -Wpedantic -Wconversion -Werror
 // sees all of the headers' template code. Built, not run.
 #include <rdrop/rdrop.hpp>
 
@@ -101,7 +101,48 @@ Scalar instantiate_all() {
   return total;
 }
 
+/// Logits and gradients of a 2-byte type T in every loss of a float Scalar.
+template <typename T>
+float instantiate_two_byte() {
+  using Eigen::Dynamic;
+  using RowMajor = Eigen::Matrix<T, Dynamic, Dynamic, Eigen::RowMajor>;
+  using ColMajor = Eigen::Matrix<T, Dynamic, Dynamic>;
+  using Floats = Eigen::Matrix<float, Dynamic, Dynamic, Eigen::RowMajor>;
+  const RowMajor x = Floats::Random(4, 3).cast<T>();
+  const ColMajor xc = x;
+  const Eigen::VectorXi y = Eigen::VectorXi::Zero(2);
+  RowMajor g;
+  ColMajor gc(4, 3);
+  Floats gf;
+  Eigen::VectorXf values;
+  float total = 0;
+  const rdrop::RDropLoss<float> loss;
+  total += loss.EvaluateWithGradient(x, y, g);
+  total += loss.EvaluateWithGradient(xc, y, gf);
+  total += loss.EvaluateWithGradient(Eigen::Map<const RowMajor>(x.data(), 4, 3), y, Eigen::Map<RowMajor>(g.data(), 4, 3));
+  loss.EvaluatePerRow(x, y, Eigen::VectorXi::Ones(4), values);
+  Eigen::Tensor<T, 3, Eigen::RowMajor> t(2, 2, 3), gt;
+  t.setZero();
+  Eigen::Tensor<int, 2, Eigen::RowMajor> yt(1, 2);
+  yt.setZero();
+  total += loss.EvaluateWithGradient(t, yt, gt);
+  total += rdrop::RDropLoss<float, rdrop::JensenShannon<float>>().EvaluateWithGradient(x, y, gc);
+  total += rdrop::RDropLoss<float, rdrop::KLDivergence<float>>().EvaluateWithGradient(x, y, g);
+  const Floats targets = Floats::Zero(2, 3);
+  total += rdrop::RDropMultiLabelLoss<float>().EvaluateWithGradient(x, targets, g);
+  total += rdrop::RDropRegressionLoss<float>().EvaluateWithGradient(x, targets, gf);
+  RowMajor ga, gb;
+  total += rdrop::SymmetricKL<float>().EvaluateWithGradient(x, x, ga, gb);
+  total += rdrop::JensenShannon<float>().EvaluateWithGradient(x, x, ga, gb);
+  total += rdrop::kernels::symmetric_kl_pairs(2, 3, x.data(), 3, x.data() + 6, 3, g.data(), 3, g.data() + 6, 3);
+  total += rdrop::kernels::rdrop_pairs(2, 3, x.data(), 3, x.data() + 6, 3, nullptr, nullptr, g.data(), 3,
+                                       g.data() + 6, 3).loss;
+  return total;
+}
+
 }  // namespace
 
+float header_check_bfloat16() { return instantiate_two_byte<Eigen::bfloat16>(); }
+float header_check_half() { return instantiate_two_byte<Eigen::half>(); }
 float header_check_float() { return instantiate_all<float>(); }
 double header_check_double() { return instantiate_all<double>(); }

@@ -98,11 +98,12 @@ struct PairResult {
   Scalar ce_second = 0;
 };
 
-template <typename D, typename Scalar>
-PairResult<D, Scalar> divergence_pair(const D& d, const Scalar* a, const Scalar* b, Index n,
-                                      Scalar weight, const CrossEntropyTarget<Scalar>& ce_a,
-                                      const CrossEntropyTarget<Scalar>& ce_b, Scalar* ga,
-                                      Scalar* gb) {
+/// In, Out: the rows' storage; 2-byte rows only for the fused divergences
+/// (the others are given widened rows, see StagedRows).
+template <typename D, typename In, typename Out, typename Scalar = compute_t<In>>
+PairResult<D, Scalar> divergence_pair(const D& d, const In* a, const In* b, Index n, Scalar weight,
+                                      const CrossEntropyTarget<Scalar>& ce_a, const CrossEntropyTarget<Scalar>& ce_b,
+                                      Out* ga, Out* gb) {
   PairResult<D, Scalar> r;
   if constexpr (softmax_kl_weights<D>::fused) {
     // The fused sweep (rdrop/kernels.hpp); null gradients: values only.
@@ -113,12 +114,12 @@ PairResult<D, Scalar> divergence_pair(const D& d, const Scalar* a, const Scalar*
     w.second = ce_b;
     w.kl_pq = weight * Scalar(softmax_kl_weights<D>::pq);
     w.kl_qp = weight * Scalar(softmax_kl_weights<D>::qp);
-    const kernels::PairValues<Scalar> v =
-        kernels::rdrop_pair(a, b, n, w, ga, gb, predicted_next_pair(a, b, ga, gb));
+    const kernels::PairValues<Scalar> v = fused_pair(a, b, n, w, ga, gb, predicted_next_pair(a, b, ga, gb));
     r.divergence = softmax_kl_weights<D>::value(v);
     r.ce_first = v.ce_first;
     r.ce_second = v.ce_second;
   } else {
+    static_assert(std::is_same_v<In, Scalar> && std::is_same_v<Out, Scalar>, "rdrop: internal: unstaged 2-byte rows");
     const bool want_grad = ga != nullptr;
     Scalar* sa = want_grad ? ga : thread_scratch<Scalar>(n, 0);
     Scalar* sb = want_grad ? gb : thread_scratch<Scalar>(n, 1);
@@ -206,7 +207,15 @@ class PairedDivergence {
                   "rdrop: a PairedDivergence must define EvaluatePair and "
                   "EvaluatePairWithGradient (see rdrop::is_divergence_v)");
     using detail::Index;
-    const detail::RowSource<Scalar> a(first), b(second);
+    // Storage: Scalar, or for a float divergence bfloat16 / half (both
+    // inputs alike, both gradients alike).
+    using In = detail::storage_of_t<Scalar, XA>;
+    using Out = detail::storage_of_t<Scalar, GA>;
+    static_assert(std::is_same_v<In, detail::storage_of_t<Scalar, XB>>,
+                  "rdrop: 'first' and 'second' must have the same scalar type");
+    static_assert(std::is_same_v<Out, detail::storage_of_t<Scalar, GB>>,
+                  "rdrop: 'grad_first' and 'grad_second' must have the same scalar type");
+    const detail::RowSource<In> a(first), b(second);
     if (!(a.shape().dims == b.shape().dims) || a.shape().rank != b.shape().rank) {
       detail::fail(where, "arguments 'first' " + a.shape().str() + " and 'second' " +
                               b.shape().str() + " must have the same shape");
@@ -215,8 +224,8 @@ class PairedDivergence {
       detail::fail(where, "logits of shape " + a.shape().str() + " have no classes");
     }
     // Check every output before writing any.
-    std::optional<detail::RowSink<Scalar, GA>> sink_a;
-    std::optional<detail::RowSink<Scalar, GB>> sink_b;
+    std::optional<detail::RowSink<Out, GA>> sink_a;
+    std::optional<detail::RowSink<Out, GB>> sink_b;
     std::optional<detail::ValueSink<Scalar, V>> sink_v;
     if (grad_first) sink_a.emplace(*grad_first, a.shape(), where, "grad_first");
     if (grad_second) sink_b.emplace(*grad_second, a.shape(), where, "grad_second");
@@ -225,7 +234,7 @@ class PairedDivergence {
 
     const Index n = a.rows().rows, c = a.rows().cols;
     const Scalar scale = (reduction_ == Reduction::Mean && n > 0) ? Scalar(1) / Scalar(n) : Scalar(1);
-    detail::Rows<Scalar> ga{}, gb{};
+    detail::Rows<Out> ga{}, gb{};
     if (sink_a) {
       ga = sink_a->open();
       gb = sink_b->open();
@@ -236,16 +245,28 @@ class PairedDivergence {
     const detail::CrossEntropyTarget<Scalar> none{};
     // Gradients over their own inputs (in place): the fused sweep handles
     // that itself; other divergences read their rows from copies.
-    const bool copy = sink_a && !detail::softmax_kl_weights<Derived>::fused &&
-                      (ga.data == a.rows().data || gb.data == b.rows().data);
+    constexpr bool fused = detail::softmax_kl_weights<Derived>::fused;
+    const auto same = [](const void* x, const void* y) { return x == y; };
+    const bool copy = sink_a && !fused && (same(ga.data, a.rows().data) || same(gb.data, b.rows().data));
+    const detail::StagedRows<Scalar, In, Out> staged(c);
     detail::parallel_ranges(n, n * c, 0, [&](Index begin, Index end) {
       for (Index i = begin; i < end; ++i) {
-        const Scalar* ra = detail::row_to_read(a.rows().row(i), c, detail::kInPlaceSlot, copy);
-        const Scalar* rb = detail::row_to_read(b.rows().row(i), c, detail::kInPlaceSlot + 1, copy);
-        per_pair[static_cast<std::size_t>(i)] =
-            detail::divergence_pair(self, ra, rb, c, scale, none, none, sink_a ? ga.row(i) : nullptr,
-                                    sink_a ? gb.row(i) : nullptr)
-                .divergence;
+        Out* const row_a = sink_a ? ga.row(i) : nullptr;
+        Out* const row_b = sink_a ? gb.row(i) : nullptr;
+        Scalar& value = per_pair[static_cast<std::size_t>(i)];
+        if constexpr (fused) {
+          // The fused sweep reads 2-byte rows itself and is exact in place.
+          value = detail::divergence_pair(self, a.rows().row(i), b.rows().row(i), c, scale, none, none, row_a, row_b)
+                      .divergence;
+        } else {
+          Scalar* const sa = staged.gradient(row_a, 0);
+          Scalar* const sb = staged.gradient(row_b, 1);
+          value = detail::divergence_pair(self, staged.read(a.rows().row(i), 0, copy),
+                                          staged.read(b.rows().row(i), 1, copy), c, scale, none, none, sa, sb)
+                      .divergence;
+          staged.write(sa, row_a);
+          staged.write(sb, row_b);
+        }
       }
     });
     if (out_values) std::copy(per_pair.begin(), per_pair.end(), out_values);

@@ -19,6 +19,12 @@
 //  - −inf logits are valid: a class at −inf in both rows contributes exactly
 //    0, at −inf in one row only it makes the divergence +inf (its true value);
 //  - gradient pointers may be null together: values only, no gradient pass;
+//  - rows may also be stored as Eigen::bfloat16 or Eigen::half (logits and
+//    gradients alike): the kernels then compute in float, widening each
+//    element as it is loaded and rounding each gradient element once, to
+//    nearest even, as it is stored; values and gradients are bitwise those
+//    of the float kernel on the widened rows, the gradient then rounded
+//    (rdrop/detail/storage.hpp);
 //  - batches run in parallel over pairs when built with OpenMP (`threads`: 0
 //    = rdrop::set_num_threads's value), and the results are bitwise identical
 //    for any thread count: each pair is computed the same way whichever
@@ -70,8 +76,18 @@ using PairValues = detail::SoftmaxPairValues<Scalar>;
 /// any may be null): rdrop_pair prefetches them while it computes, so that
 /// their memory traffic overlaps its arithmetic. The batch kernels below
 /// pass it themselves.
-template <typename Scalar>
-using NextPair = detail::NextPair<Scalar>;
+template <typename T>
+using NextPair = detail::NextPair<T>;
+
+/// Element types the kernels read and write: float, double, Eigen::bfloat16
+/// and Eigen::half (the last two computed in float).
+template <typename T>
+inline constexpr bool is_kernel_type_v =
+    std::is_same_v<T, float> || std::is_same_v<T, double> || detail::is_two_byte_v<T>;
+
+/// What the kernels compute in for rows of T: float for the 2-byte types.
+template <typename T>
+using compute_t = detail::compute_t<T>;
 
 /// The fused R-Drop sweep of one pair: both cross-entropies, both KL
 /// directions, and, into grad_a / grad_b (length `classes`, or both null),
@@ -80,25 +96,21 @@ using NextPair = detail::NextPair<Scalar>;
 /// with d = log p − log q, t the smoothed one-hot targets and w_a, w_b the
 /// targets' weights (0 for a row without a label). For the R-Drop loss
 /// CE(a) + CE(b) + α·½[KL(p‖q) + KL(q‖p)] use kl_pq = kl_qp = α/2, weights 1.
-template <typename Scalar>
-PairValues<Scalar> rdrop_pair(const Scalar* a, const Scalar* b, Index classes,
+template <typename T, typename Scalar = compute_t<T>>
+PairValues<Scalar> rdrop_pair(const T* a, const T* b, Index classes,
                               const detail_::non_deduced_t<PairWeights<Scalar>>& weights,
-                              detail_::non_deduced_t<Scalar>* grad_a,
-                              detail_::non_deduced_t<Scalar>* grad_b,
-                              const detail_::non_deduced_t<NextPair<Scalar>>& next = {}) {
-  static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
-                "rdrop::kernels: Scalar must be float or double");
+                              detail_::non_deduced_t<T>* grad_a, detail_::non_deduced_t<T>* grad_b,
+                              const detail_::non_deduced_t<NextPair<T>>& next = {}) {
+  static_assert(is_kernel_type_v<T>, "rdrop::kernels: rows must be float, double, Eigen::bfloat16 or Eigen::half");
   return detail::fused_pair(a, b, classes, weights, grad_a, grad_b, next);
 }
 
 /// S = ½[KL(p‖q) + KL(q‖p)] of one pair of logit rows; when grad_a and
 /// grad_b are given, writes grad_scale·∂S/∂a and grad_scale·∂S/∂b:
 ///   ∂S/∂a = ½[p⊙(d − KL(p‖q)) + p − q],   ∂S/∂b = ½[q⊙(−d − KL(q‖p)) + q − p].
-template <typename Scalar>
-Scalar symmetric_kl_pair(const Scalar* a, const Scalar* b, Index classes,
-                         detail_::non_deduced_t<Scalar>* grad_a,
-                         detail_::non_deduced_t<Scalar>* grad_b,
-                         detail_::non_deduced_t<Scalar> grad_scale = Scalar(1)) {
+template <typename T, typename Scalar = compute_t<T>>
+Scalar symmetric_kl_pair(const T* a, const T* b, Index classes, detail_::non_deduced_t<T>* grad_a,
+                         detail_::non_deduced_t<T>* grad_b, detail_::non_deduced_t<Scalar> grad_scale = Scalar(1)) {
   PairWeights<Scalar> w;
   w.kl_pq = w.kl_qp = Scalar(0.5) * grad_scale;
   return rdrop_pair(a, b, classes, w, grad_a, grad_b).symmetric;
@@ -107,13 +119,12 @@ Scalar symmetric_kl_pair(const Scalar* a, const Scalar* b, Index classes,
 namespace detail_ {
 /// Runs sweep(i, next) for every pair i of [0, pairs) over the threads, where
 /// next points at the rows of the pair the same thread sweeps after i.
-template <typename Scalar, typename Sweep>
-void for_each_pair(Index pairs, Index classes, const Scalar* a, Index a_stride, const Scalar* b,
-                   Index b_stride, Scalar* grad_a, Index grad_a_stride, Scalar* grad_b,
-                   Index grad_b_stride, int threads, Sweep&& sweep) {
+template <typename T, typename Sweep>
+void for_each_pair(Index pairs, Index classes, const T* a, Index a_stride, const T* b, Index b_stride, T* grad_a,
+                   Index grad_a_stride, T* grad_b, Index grad_b_stride, int threads, Sweep&& sweep) {
   rdrop::detail::parallel_ranges(pairs, 2 * pairs * classes, threads, [&](Index begin, Index end) {
     for (Index i = begin; i < end; ++i) {
-      NextPair<Scalar> next;
+      NextPair<T> next;
       if (i + 1 < end) {
         next.a = a + (i + 1) * a_stride;
         next.b = b + (i + 1) * b_stride;
@@ -133,22 +144,19 @@ void for_each_pair(Index pairs, Index classes, const Scalar* a, Index a_stride, 
 /// and grad_b + i·grad_b_stride (both null: values only), and S_i into
 /// values[i] when `values` is given. For the mean over pairs pass
 /// grad_scale = 1/pairs and divide the result by pairs.
-template <typename Scalar>
-Scalar symmetric_kl_pairs(Index pairs, Index classes, const Scalar* a, Index a_stride,
-                          const Scalar* b, Index b_stride, detail_::non_deduced_t<Scalar>* grad_a,
-                          Index grad_a_stride, detail_::non_deduced_t<Scalar>* grad_b,
-                          Index grad_b_stride,
-                          detail_::non_deduced_t<Scalar> grad_scale = Scalar(1),
+template <typename T, typename Scalar = compute_t<T>>
+Scalar symmetric_kl_pairs(Index pairs, Index classes, const T* a, Index a_stride, const T* b, Index b_stride,
+                          detail_::non_deduced_t<T>* grad_a, Index grad_a_stride, detail_::non_deduced_t<T>* grad_b,
+                          Index grad_b_stride, detail_::non_deduced_t<Scalar> grad_scale = Scalar(1),
                           detail_::non_deduced_t<Scalar>* values = nullptr, int threads = 0) {
-  static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
-                "rdrop::kernels: Scalar must be float or double");
+  static_assert(is_kernel_type_v<T>, "rdrop::kernels: rows must be float, double, Eigen::bfloat16 or Eigen::half");
   if (pairs <= 0 || classes <= 0) return Scalar(0);
   std::vector<Scalar> per_pair(static_cast<std::size_t>(pairs));
   PairWeights<Scalar> w;
   w.kl_pq = w.kl_qp = Scalar(0.5) * grad_scale;
   detail_::for_each_pair(
       pairs, classes, a, a_stride, b, b_stride, grad_a, grad_a_stride, grad_b, grad_b_stride,
-      threads, [&](Index i, const NextPair<Scalar>& next) {
+      threads, [&](Index i, const NextPair<T>& next) {
         per_pair[static_cast<std::size_t>(i)] =
             rdrop_pair(a + i * a_stride, b + i * b_stride, classes, w,
                        grad_a ? grad_a + i * grad_a_stride : nullptr,
@@ -189,22 +197,20 @@ struct RDropPairsSums {
 /// pointer) means no cross-entropy for that row. values[i], when given,
 /// receives pair i's PairValues. Labels are not range-checked here: they
 /// must be < classes (the functors check them).
-template <typename Scalar>
-RDropPairsSums<Scalar> rdrop_pairs(Index pairs, Index classes, const Scalar* a, Index a_stride,
-                                   const Scalar* b, Index b_stride, const Index* labels_a,
-                                   const Index* labels_b, detail_::non_deduced_t<Scalar>* grad_a,
-                                   Index grad_a_stride, detail_::non_deduced_t<Scalar>* grad_b,
-                                   Index grad_b_stride,
-                                   const RDropPairsOptions<Scalar>& options = {},
-                                   PairValues<Scalar>* values = nullptr) {
-  static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
-                "rdrop::kernels: Scalar must be float or double");
+template <typename T, typename Scalar = compute_t<T>>
+RDropPairsSums<Scalar> rdrop_pairs(Index pairs, Index classes, const T* a, Index a_stride, const T* b,
+                                   Index b_stride, const Index* labels_a, const Index* labels_b,
+                                   detail_::non_deduced_t<T>* grad_a, Index grad_a_stride,
+                                   detail_::non_deduced_t<T>* grad_b, Index grad_b_stride,
+                                   const detail_::non_deduced_t<RDropPairsOptions<Scalar>>& options = {},
+                                   detail_::non_deduced_t<PairValues<Scalar>>* values = nullptr) {
+  static_assert(is_kernel_type_v<T>, "rdrop::kernels: rows must be float, double, Eigen::bfloat16 or Eigen::half");
   RDropPairsSums<Scalar> sums;
   if (pairs <= 0 || classes <= 0) return sums;
   std::vector<Scalar> ce(static_cast<std::size_t>(pairs)), kl(static_cast<std::size_t>(pairs));
   detail_::for_each_pair(
       pairs, classes, a, a_stride, b, b_stride, grad_a, grad_a_stride, grad_b, grad_b_stride,
-      options.threads, [&](Index i, const NextPair<Scalar>& next) {
+      options.threads, [&](Index i, const NextPair<T>& next) {
         PairWeights<Scalar> w;
         w.first = {labels_a ? labels_a[i] : -1, options.label_smoothing, options.ce_weight};
         w.second = {labels_b ? labels_b[i] : -1, options.label_smoothing, options.ce_weight};

@@ -161,8 +161,8 @@ void sweep_pairs(const PairPlan& plan, Index count, PairAt&& pair_at, Index cols
     for (Index i = begin; i < end; ++i) {
       const Index k = pair_at(i);
       const PairRows r = plan.rows_of(k);
-      Scalar* ga = grad_row(i, 0);
-      Scalar* gb = grad_row(i, 1);
+      auto* const ga = grad_row(i, 0);
+      auto* const gb = grad_row(i, 1);
       PairValues<Scalar>& v = values[k];
       if (plan.pair_active[static_cast<std::size_t>(k)]) {
         v = pair_fn(i, k, r, ga, gb);

@@ -195,13 +195,13 @@ class PairedLoss {
     detail::PairPlan plan;
   };
 
-  // The logits as rows and their resolved batch; built in place since the
-  // row view may own a copy of the logits.
-  template <typename Y>
+  // The logits as rows (of their storage type In) and their resolved batch;
+  // built in place since the row view may own a copy of the logits.
+  template <typename In, typename Y>
   struct Planned {
     template <typename X>
     explicit Planned(const X& logits) : x(logits) {}
-    detail::RowSource<Scalar> x;
+    detail::RowSource<In> x;
     Resolved<Y> batch;
   };
 
@@ -249,9 +249,11 @@ class PairedLoss {
   Scalar run(const X& logits, const Y& targets, const M* mask, G* gradient, V* values,
              RDropTerms<Scalar>* terms, const char* where_) const {
     const std::string where = method(where_);
-    Planned<Y> p(logits);
+    using In = detail::storage_of_t<Scalar, X>;
+    using Out = detail::storage_of_t<Scalar, G>;
+    Planned<In, Y> p(logits);
     resolve_batch(p.x.shape(), targets, mask, where_, p.batch);
-    std::optional<detail::RowSink<Scalar, G>> grad_sink;
+    std::optional<detail::RowSink<Out, G>> grad_sink;
     std::optional<detail::ValueSink<Scalar, V>> value_sink;
     if (gradient) {
       grad_sink.emplace(*gradient, p.x.shape(), where.c_str(), "gradient");
@@ -262,7 +264,7 @@ class PairedLoss {
 
     const auto& o = derived().options();
     const detail::TermScales<Scalar> scales = detail::term_scales(o.normalization, o.alpha, counts);
-    detail::Rows<Scalar> g{};
+    detail::Rows<Out> g{};
     if (grad_sink) g = grad_sink->open();
     const std::vector<detail::PairValues<Scalar>> per_pair = sweep(p, scales, grad_sink ? &g : nullptr);
     if (value_sink) write_values(p.batch.plan, per_pair, value_sink->open());
@@ -302,16 +304,17 @@ class PairedLoss {
   /// inactive pair through derived().row. Gradient rows written over their
   /// own logits read those logits from a copy, so that every loss and
   /// divergence (a user's too) is exact in place.
-  template <typename Y>
-  std::vector<detail::PairValues<Scalar>> sweep(const Planned<Y>& p, const detail::TermScales<Scalar>& scales,
-                                                const detail::Rows<Scalar>* g) const {
-    const detail::ConstRows<Scalar>& x = p.x.rows();
+  template <typename In, typename Y, typename Out>
+  std::vector<detail::PairValues<Scalar>> sweep(const Planned<In, Y>& p, const detail::TermScales<Scalar>& scales,
+                                                const detail::Rows<Out>* g) const {
+    const detail::ConstRows<In>& x = p.x.rows();
     const detail::PairPlan& plan = p.batch.plan;
     std::vector<detail::PairValues<Scalar>> values(static_cast<std::size_t>(plan.pairs()));
     sweep_range(
         p.batch, x.cols, plan.pairs(), [](Eigen::Index k) { return k; }, scales,
-        g != nullptr && g->data == x.data, [&](Eigen::Index, int, Eigen::Index row) { return x.row(row); },
-        [&](Eigen::Index k, int copy) -> Scalar* {
+        g != nullptr && static_cast<const void*>(g->data) == static_cast<const void*>(x.data),
+        [&](Eigen::Index, int, Eigen::Index row) { return x.row(row); },
+        [&](Eigen::Index k, int copy) -> Out* {
           if (!g) return nullptr;
           const detail::PairRows r = plan.rows_of(k);
           return g->row(copy == 0 ? r.first : r.second);
@@ -325,23 +328,43 @@ class PairedLoss {
   /// copy 0 or 1 of the i-th pair (plan row `row`), g_row(i, copy) its
   /// gradient row or null; values[k] receives pair k's values. `in_place`:
   /// the gradient rows are the logits rows.
+  ///
+  /// Rows stored in 2 bytes reach the fused sweep as they are (it converts
+  /// in registers). Every other pair and row is staged: its logits widened
+  /// into scratch rows, its gradient computed into float scratch rows and
+  /// rounded once into the 2-byte row (see detail::StagedRows).
   template <typename Y, typename PairAt, typename XRow, typename GRow>
   void sweep_range(const Resolved<Y>& b, Eigen::Index cols, Eigen::Index count, PairAt&& pair_at,
                    const detail::TermScales<Scalar>& scales, bool in_place, XRow&& x_row, GRow&& g_row,
                    detail::PairValues<Scalar>* values) const {
+    using In = std::remove_cv_t<std::remove_pointer_t<decltype(x_row(Eigen::Index{}, 0, Eigen::Index{}))>>;
+    using Out = std::remove_pointer_t<decltype(g_row(Eigen::Index{}, 0))>;
     // The fused sweep keeps its exps apart from the logits by itself.
     const bool copy_pairs = in_place && !Derived::pair_in_place;
-    const auto read = [&](Eigen::Index i, int copy, Eigen::Index row, bool make_copy) {
-      return detail::row_to_read(x_row(i, copy, row), cols, detail::kInPlaceSlot + copy, make_copy);
-    };
+    const detail::StagedRows<Scalar, In, Out> staged(cols);
     detail::sweep_pairs<Scalar>(
         b.plan, count, pair_at, cols, derived().options().threads, g_row,
-        [&](Eigen::Index i, Eigen::Index, const detail::PairRows& r, Scalar* ga, Scalar* gb) {
-          return derived().pair(b.targets, read(i, 0, r.first, copy_pairs), read(i, 1, r.second, copy_pairs), cols, r,
-                                scales, ga, gb);
+        [&](Eigen::Index i, Eigen::Index, const detail::PairRows& r, Out* ga, Out* gb) {
+          if constexpr (Derived::pair_reads_storage) {
+            return derived().pair(b.targets, detail::row_to_read(x_row(i, 0, r.first), cols, detail::kInPlaceSlot, copy_pairs),
+                                  detail::row_to_read(x_row(i, 1, r.second), cols, detail::kInPlaceSlot + 1, copy_pairs),
+                                  cols, r, scales, ga, gb);
+          } else {
+            Scalar* sa = staged.gradient(ga, 0);
+            Scalar* sb = staged.gradient(gb, 1);
+            const auto v = derived().pair(b.targets, staged.read(x_row(i, 0, r.first), 0, copy_pairs),
+                                          staged.read(x_row(i, 1, r.second), 1, copy_pairs), cols, r, scales, sa, sb);
+            staged.write(sa, ga);
+            staged.write(sb, gb);
+            return v;
+          }
         },
-        [&](Eigen::Index i, int copy, Eigen::Index row, Scalar* grow) {
-          return derived().row(b.targets, read(i, copy, row, in_place), cols, row, scales.task, grow);
+        [&](Eigen::Index i, int copy, Eigen::Index row, Out* grow) {
+          Scalar* s = staged.gradient(grow, copy);
+          const Scalar v =
+              derived().row(b.targets, staged.read(x_row(i, copy, row), copy, in_place), cols, row, scales.task, s);
+          staged.write(s, grow);
+          return v;
         },
         values);
   }

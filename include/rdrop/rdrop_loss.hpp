@@ -105,6 +105,8 @@ class RDropLoss : public PairedLoss<RDropLoss<Scalar, Divergence>, Scalar> {
   static constexpr const char* name = "RDropLoss";
   // The fused sweep reads a pair's logits before it writes their gradient.
   static constexpr bool pair_in_place = detail::softmax_kl_weights<Divergence>::fused;
+  // ... and reads and writes 2-byte rows itself.
+  static constexpr bool pair_reads_storage = detail::softmax_kl_weights<Divergence>::fused;
 
   template <typename Y>
   struct Targets {
@@ -162,10 +164,11 @@ class RDropLoss : public PairedLoss<RDropLoss<Scalar, Divergence>, Scalar> {
     return t.row_label;
   }
 
-  template <typename Y>
-  detail::PairValues<Scalar> pair(const Targets<Y>& t, const Scalar* a, const Scalar* b, Eigen::Index cols,
-                                  const detail::PairRows& r, const detail::TermScales<Scalar>& s, Scalar* ga,
-                                  Scalar* gb) const {
+  // In, Out: the rows' storage (Scalar, or 2-byte rows for the fused sweep).
+  template <typename Y, typename In, typename Out>
+  detail::PairValues<Scalar> pair(const Targets<Y>& t, const In* a, const In* b, Eigen::Index cols,
+                                  const detail::PairRows& r, const detail::TermScales<Scalar>& s, Out* ga,
+                                  Out* gb) const {
     const detail::CrossEntropyTarget<Scalar> ta{t.row_label[static_cast<std::size_t>(r.first)], t.smoothing, s.task};
     const detail::CrossEntropyTarget<Scalar> tb{t.row_label[static_cast<std::size_t>(r.second)], t.smoothing, s.task};
     const auto res = detail::divergence_pair(divergence_, a, b, cols, s.divergence, ta, tb, ga, gb);

@@ -84,6 +84,8 @@ class RowTargetLoss : public PairedLoss<Derived, Scalar> {
   // Task rows and divergences write gradient rows before they are done
   // reading the logits.
   static constexpr bool pair_in_place = false;
+  // 2-byte logits reach task_row and the divergence widened (staged).
+  static constexpr bool pair_reads_storage = false;
 
   template <typename Y>
   struct Targets {
@@ -93,6 +95,9 @@ class RowTargetLoss : public PairedLoss<Derived, Scalar> {
 
   template <typename Y>
   void resolve(const Y& targets, const Shape& shape, const char* where, Targets<Y>& t) const {
+    static_assert(!(is_eigen_dense_v<Y> || is_tensor_v<Y>) || std::is_same_v<scalar_of_t<Y>, Scalar>,
+                  "rdrop: targets must have the loss's Scalar type (float targets also for bfloat16 or "
+                  "half logits)");
     t.rows = std::make_unique<RowSource<Scalar>>(targets);
     const ConstRows<Scalar>& tr = t.rows->rows();
     resolve_target_rows(tr, t.rows->shape(), shape, self().options().layout, where, t.row_of);

@@ -7,6 +7,7 @@
 #include "rdrop/detail/errors.hpp"
 #include "rdrop/detail/parallel.hpp"
 #include "rdrop/detail/rows.hpp"
+#include "rdrop/detail/storage.hpp"
 
 #include <Eigen/Core>
 
@@ -115,5 +116,53 @@ template <typename Scalar>
 const Scalar* row_to_read(const Scalar* x, Index n, int slot, bool in_place) {
   return in_place ? aligned_like_copy(x, n, slot) : x;
 }
+
+/// Scratch slots of the float gradient rows of staged 2-byte rows (apart
+/// from the kernels' and the in-place copies').
+inline constexpr int kStagedGradientSlot = 6;
+
+/// Rows stored as In (logits) and Out (gradient) for code that computes on
+/// Scalar rows only: read() gives a logits row as Scalar (row_to_read, or
+/// the row widened into the in-place copy slots), gradient() the Scalar row
+/// to write (the gradient row itself, or a scratch row when Out is a 2-byte
+/// type) and write() rounds that scratch row into the gradient row. The
+/// results are then those of Scalar rows holding the widened logits, the
+/// gradient rounded once.
+template <typename Scalar, typename In, typename Out>
+class StagedRows {
+ public:
+  explicit StagedRows(Index cols) : cols_(cols) {}
+
+  /// `copy`: 0 or 1, the row's copy in its pair; `in_place`: the gradient
+  /// overwrites this row (a 2-byte row is always read from its widened copy).
+  const Scalar* read(const In* x, int copy, bool in_place) const {
+    if constexpr (std::is_same_v<In, Scalar>) {
+      return row_to_read(x, cols_, kInPlaceSlot + copy, in_place);
+    } else {
+      Scalar* w = thread_scratch<Scalar>(cols_, kInPlaceSlot + copy);
+      widen_row(x, cols_, w);
+      return w;
+    }
+  }
+  Scalar* gradient(Out* g, int copy) const {
+    if constexpr (std::is_same_v<Out, Scalar>) {
+      (void)copy;
+      return g;
+    } else {
+      return g != nullptr ? thread_scratch<Scalar>(cols_, kStagedGradientSlot + copy) : nullptr;
+    }
+  }
+  void write(const Scalar* staged, Out* g) const {
+    if constexpr (!std::is_same_v<Out, Scalar>) {
+      if (g != nullptr) narrow_row(staged, cols_, g);
+    } else {
+      (void)staged;
+      (void)g;
+    }
+  }
+
+ private:
+  Index cols_;
+};
 
 }  // namespace rdrop::detail

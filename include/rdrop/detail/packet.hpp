@@ -111,6 +111,21 @@ class PaddedTail {
 
   P load(const Scalar* row, Scalar pad) const { return load_as(P{}, row, pad); }
   void store(Scalar* row, const P& x) const { store_as(row, x); }
+  /// The same for rows stored in another type T (2-byte storage): each
+  /// element converted by `widen(T) -> Scalar` on the way in and by
+  /// `narrow(Scalar) -> T` on the way out.
+  template <typename T, typename Widen>
+  P load_converted(const T* row, Scalar pad, Widen widen) const {
+    Scalar buffer[static_cast<std::size_t>(W)];
+    for (Eigen::Index i = 0; i < W; ++i) buffer[i] = i < count_ ? widen(row[begin_ + i]) : pad;
+    return pm::ploadu<P>(buffer);
+  }
+  template <typename T, typename Narrow>
+  void store_converted(T* row, const P& x, Narrow narrow) const {
+    Scalar buffer[static_cast<std::size_t>(W)];
+    pm::pstoreu(buffer, x);
+    for (Eigen::Index i = 0; i < count_; ++i) row[begin_ + i] = narrow(buffer[i]);
+  }
   /// All bits set in the real lanes, zero in the padding.
   P lanes() const {
     return pm::pcmp_lt(pm::plset<P>(Scalar(0)), pm::pset1<P>(static_cast<Scalar>(count_)));

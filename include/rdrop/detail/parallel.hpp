@@ -73,7 +73,7 @@ void parallel_blocks(Eigen::Index blocks, int threads, Body&& body) {
 /// separates buffers that are live at the same time.
 template <typename Scalar>
 Scalar* thread_scratch(Eigen::Index n, int slot) {
-  thread_local std::vector<Scalar> buffers[6];
+  thread_local std::vector<Scalar> buffers[8];
   std::vector<Scalar>& b = buffers[slot];
   if (static_cast<Eigen::Index>(b.size()) < n) b.resize(static_cast<std::size_t>(n));
   return b.data();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "rdrop/detail/errors.hpp"
+#include "rdrop/detail/storage.hpp"
 
 #include <Eigen/Core>
 #include <unsupported/Eigen/CXX11/Tensor>
@@ -41,6 +42,21 @@ inline constexpr bool is_eigen_dense_v =
 template <typename T>
 using scalar_of_t = std::remove_const_t<typename std::remove_reference_t<T>::Scalar>;
 
+/// The element type in which a loss computing in Scalar reads (or writes)
+/// the rows of X: X's own scalar when it is Scalar or, for a float loss,
+/// Eigen::bfloat16 or Eigen::half; Scalar otherwise (the checks below then
+/// stop compilation with a readable message).
+template <typename Scalar, typename X, typename = void>
+struct storage_of {
+  using type = Scalar;
+};
+template <typename Scalar, typename X>
+struct storage_of<Scalar, X, std::enable_if_t<is_eigen_dense_v<X> || is_tensor_v<X>>> {
+  using type = std::conditional_t<is_storage_for_v<scalar_of_t<X>, Scalar>, scalar_of_t<X>, Scalar>;
+};
+template <typename Scalar, typename X>
+using storage_of_t = typename storage_of<Scalar, X>::type;
+
 /// Stops compilation, readably, on logits that rdrop cannot read as rows.
 template <typename Scalar, typename X>
 constexpr void check_logits_type() {
@@ -48,11 +64,13 @@ constexpr void check_logits_type() {
                 "rdrop: logits must be an Eigen dense matrix/expression, Map, Ref, or a "
                 "row-major Eigen::Tensor/TensorMap of rank 2 or 3");
   if constexpr (is_eigen_dense_v<X> || is_tensor_v<X>) {
-    static_assert(std::is_floating_point_v<scalar_of_t<X>>,
-                  "rdrop: logits must be float or double; integer logits are not supported");
-    static_assert(std::is_same_v<scalar_of_t<X>, Scalar>,
+    static_assert(std::is_floating_point_v<scalar_of_t<X>> || is_two_byte_v<scalar_of_t<X>>,
+                  "rdrop: logits must be float, double, Eigen::bfloat16 or Eigen::half; integer logits "
+                  "are not supported");
+    static_assert(is_storage_for_v<scalar_of_t<X>, Scalar>,
                   "rdrop: the logits' scalar type differs from the loss's Scalar; convert "
-                  "with .template cast<Scalar>() or use a loss of the logits' type");
+                  "with .template cast<Scalar>() or use a loss of the logits' type (bfloat16 and "
+                  "half logits go to a float loss)");
   }
   if constexpr (is_tensor_v<X>) {
     using T = std::remove_cv_t<std::remove_reference_t<X>>;
@@ -128,7 +146,8 @@ struct Rows {
 template <typename Scalar>
 using RowMajorMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-/// Logits as rows. Row-major data with contiguous classes is read in place;
+/// Logits as rows of Scalar (the storage type: float, double, or a 2-byte
+/// type). Row-major data with contiguous classes is read in place;
 /// anything else (column-major, strided classes, lazy expressions) is first
 /// evaluated into a row-major copy owned by this object.
 template <typename Scalar>
@@ -136,7 +155,21 @@ class RowSource {
  public:
   template <typename X>
   explicit RowSource(const X& x) : shape_(shape_of(x)) {
-    check_logits_type<Scalar, X>();
+    check_logits_type<compute_t<Scalar>, X>();
+    // The rest only for readable logits: no further errors after the message.
+    if constexpr (is_eigen_dense_v<X> || is_tensor_v<X>) {
+      if constexpr (std::is_same_v<scalar_of_t<X>, Scalar>) read(x);
+    }
+  }
+  RowSource(const RowSource&) = delete;
+  RowSource& operator=(const RowSource&) = delete;
+
+  const ConstRows<Scalar>& rows() const { return view_; }
+  const Shape& shape() const { return shape_; }
+
+ private:
+  template <typename X>
+  void read(const X& x) {
     view_.rows = shape_.rows();
     view_.cols = shape_.cols();
     view_.group = shape_.group();
@@ -157,13 +190,7 @@ class RowSource {
       view_.stride = view_.cols;
     }
   }
-  RowSource(const RowSource&) = delete;
-  RowSource& operator=(const RowSource&) = delete;
 
-  const ConstRows<Scalar>& rows() const { return view_; }
-  const Shape& shape() const { return shape_; }
-
- private:
   Shape shape_;
   ConstRows<Scalar> view_;
   RowMajorMatrix<Scalar> copy_;
@@ -185,14 +212,22 @@ constexpr bool is_resizable() {
   }
 }
 
-template <typename Scalar, typename T>
+/// Stops compilation, readably, on an output rdrop cannot write: a gradient
+/// (TwoByte) may also be bfloat16 or half for a float loss.
+template <typename Scalar, typename T, bool TwoByte = false>
 constexpr void check_output_type() {
   static_assert(is_eigen_dense_v<T> || is_tensor_v<T>,
                 "rdrop: outputs must be Eigen dense matrices/vectors, Map, Ref, or "
                 "row-major Eigen::Tensor/TensorMap");
   if constexpr (is_eigen_dense_v<T> || is_tensor_v<T>) {
-    static_assert(std::is_same_v<scalar_of_t<T>, Scalar>,
-                  "rdrop: the output's scalar type differs from the loss's Scalar");
+    if constexpr (TwoByte) {
+      static_assert(is_storage_for_v<scalar_of_t<T>, Scalar>,
+                    "rdrop: the gradient's scalar type must be the loss's Scalar (or, for a float "
+                    "loss, Eigen::bfloat16 or Eigen::half)");
+    } else {
+      static_assert(std::is_same_v<scalar_of_t<T>, Scalar>,
+                    "rdrop: the output's scalar type differs from the loss's Scalar");
+    }
   }
   if constexpr (is_tensor_v<T>) {
     static_assert(static_cast<int>(T::Layout) == static_cast<int>(Eigen::RowMajor),
@@ -200,9 +235,10 @@ constexpr void check_output_type() {
   }
 }
 
-/// A gradient output of the logits' shape. The constructor only checks; open()
-/// resizes and hands out rows to write; close() copies back when the output
-/// could not be written in place (column-major or strided).
+/// A gradient output of the logits' shape, of element type Scalar (the
+/// storage type: float, double, or a 2-byte type). The constructor only
+/// checks; open() resizes and hands out rows to write; close() copies back
+/// when the output could not be written in place (column-major or strided).
 template <typename Scalar, typename G>
 class RowSink {
   using T = std::remove_cv_t<std::remove_reference_t<G>>;
@@ -210,7 +246,7 @@ class RowSink {
  public:
   RowSink(G& out, const Shape& want, const char* where, const char* name)
       : out_(out), want_(want) {
-    check_output_type<Scalar, T>();
+    check_output_type<compute_t<Scalar>, T, true>();
     if (!fits()) {
       fail(where, std::string("argument '") + name + "' has shape " + shape_of(out_).str() +
                       "; expected " + want_.str());

@@ -7,6 +7,7 @@
 
 #include "rdrop/detail/packet.hpp"
 #include "rdrop/detail/parallel.hpp"
+#include "rdrop/detail/storage.hpp"
 
 #include <Eigen/Core>
 
@@ -85,13 +86,13 @@ struct CrossEntropyTarget {
 /// shift keeps them from being rounded at the scale of the logits (all
 /// logits 1e30: lse − mean x = log C, not ±1e14). What rounding still leaves
 /// below 0 is clamped: a cross-entropy is never negative. (NaN stays NaN.)
-template <typename Scalar>
-Scalar cross_entropy_from(const Scalar* x, Eigen::Index n, Scalar shift, Wide<Scalar> log_sum,
+template <typename In, typename Scalar = compute_t<In>>
+Scalar cross_entropy_from(const In* x, Eigen::Index n, Scalar shift, Wide<Scalar> log_sum,
                           Wide<Scalar> shifted_sum, const CrossEntropyTarget<Scalar>& t) {
   using W = Wide<Scalar>;
   if (t.label < 0) return Scalar(0);
   const auto non_negative = [](W v) { return v < W(0) ? W(0) : v; };
-  W ce = (W(1) - W(t.smoothing)) * non_negative(log_sum - (W(x[t.label]) - W(shift)));
+  W ce = (W(1) - W(t.smoothing)) * non_negative(log_sum - (W(widen(x[t.label])) - W(shift)));
   if (t.smoothing != Scalar(0)) ce += W(t.smoothing) * non_negative(log_sum - shifted_sum / static_cast<W>(n));
   return static_cast<Scalar>(ce);
 }
@@ -145,12 +146,12 @@ struct SoftmaxPairWeights {
 /// Rows of the pair swept after this one (null: none known). The sweep
 /// prefetches them while it computes, so that the next pair's memory traffic
 /// overlaps this pair's arithmetic.
-template <typename Scalar>
+template <typename In, typename Out = In>
 struct NextPair {
-  const Scalar* a = nullptr;
-  const Scalar* b = nullptr;
-  Scalar* grad_a = nullptr;
-  Scalar* grad_b = nullptr;
+  const In* a = nullptr;
+  const In* b = nullptr;
+  Out* grad_a = nullptr;
+  Out* grad_b = nullptr;
 };
 
 /// For sweeps called pair after pair without telling which pair comes next
@@ -158,8 +159,8 @@ struct NextPair {
 /// between this call's rows and the previous call's on the same thread was
 /// the same twice in a row (a software stride prefetcher). A wrong guess
 /// only costs useless prefetches: prefetching never faults.
-template <typename Scalar>
-NextPair<Scalar> predicted_next_pair(const Scalar* a, const Scalar* b, Scalar* ga, Scalar* gb) {
+template <typename In, typename Out>
+NextPair<In, Out> predicted_next_pair(const In* a, const In* b, Out* ga, Out* gb) {
   using U = std::uintptr_t;
   struct Record {
     U rows[4] = {0, 0, 0, 0};
@@ -177,13 +178,13 @@ NextPair<Scalar> predicted_next_pair(const Scalar* a, const Scalar* b, Scalar* g
     last.rows[i] = now[i];
     last.steps[i] = steps[i];
   }
-  NextPair<Scalar> next;
+  NextPair<In, Out> next;
   if (steady) {
-    next.a = reinterpret_cast<const Scalar*>(now[0] + steps[0]);
-    next.b = reinterpret_cast<const Scalar*>(now[1] + steps[1]);
+    next.a = reinterpret_cast<const In*>(now[0] + steps[0]);
+    next.b = reinterpret_cast<const In*>(now[1] + steps[1]);
     if (ga != nullptr) {
-      next.grad_a = reinterpret_cast<Scalar*>(now[2] + steps[2]);
-      next.grad_b = reinterpret_cast<Scalar*>(now[3] + steps[3]);
+      next.grad_a = reinterpret_cast<Out*>(now[2] + steps[2]);
+      next.grad_b = reinterpret_cast<Out*>(now[3] + steps[3]);
     }
   }
   return next;
@@ -205,20 +206,24 @@ EIGEN_STRONG_INLINE Eigen::Index block_end(Eigen::Index start, Eigen::Index full
 /// Up to four rows to pull into L1 during the exps pass, one line per
 /// packet. Read prefetches serve the rows about to be written too: a line no
 /// other core holds arrives exclusive, and the write needs no second trip.
-template <typename Scalar>
 struct Prefetch {
-  const Scalar* rows[4] = {nullptr, nullptr, nullptr, nullptr};
+  const char* rows[4] = {nullptr, nullptr, nullptr, nullptr};
+  Eigen::Index element[4] = {0, 0, 0, 0};  ///< bytes per element of each row
   int count = 0;
 
-  void add(const Scalar* row) {
-    if (row != nullptr && count < 4) rows[count++] = row;
+  template <typename T>
+  void add(const T* row) {
+    if (row != nullptr && count < 4) {
+      rows[count] = reinterpret_cast<const char*>(row);
+      element[count++] = static_cast<Eigen::Index>(sizeof(T));
+    }
   }
 
   template <int Rows>
   EIGEN_STRONG_INLINE void at(Eigen::Index j) const {
     for (int r = 0; r < Rows; ++r) {
 #if defined(__GNUC__) || defined(__clang__)
-      __builtin_prefetch(rows[r] + j, 0, 3);
+      __builtin_prefetch(rows[r] + j * element[r], 0, 3);
 #else
       (void)j;
 #endif
@@ -262,9 +267,9 @@ struct ExpSums {
 /// WithSums, the sums of the shifted logits x − shift (see
 /// cross_entropy_from). Two exps per element, the only ones of
 /// the sweep.
-template <bool Masked, bool WithSums, int PrefetchRows, typename Scalar>
-ExpSums<Scalar> shifted_exps(const Scalar* a, const Scalar* b, Eigen::Index n, Scalar shift_a,
-                             Scalar shift_b, Scalar* ea, Scalar* eb, const Prefetch<Scalar>& ahead) {
+template <bool Masked, bool WithSums, int PrefetchRows, typename In, typename Scalar = compute_t<In>>
+ExpSums<Scalar> shifted_exps(const In* a, const In* b, Eigen::Index n, Scalar shift_a, Scalar shift_b, Scalar* ea,
+                             Scalar* eb, const Prefetch& ahead) {
   using P = Packet<Scalar>;
   constexpr Scalar inf = std::numeric_limits<Scalar>::infinity();
   const auto max_of = [](Scalar l, Scalar r) { return std::max(l, r); };
@@ -278,7 +283,7 @@ ExpSums<Scalar> shifted_exps(const Scalar* a, const Scalar* b, Eigen::Index n, S
     P block_a = zero, block_b = zero, xblock_a = zero, xblock_b = zero;
     for (Eigen::Index j = start; j < stop; j += packet_size<Scalar>) {
       ahead.template at<PrefetchRows>(j);
-      const P va = pm::ploadu<P>(a + j), vb = pm::ploadu<P>(b + j);
+      const P va = load_widened<P>(a + j), vb = load_widened<P>(b + j);
       const P xa = shifted_exp_of<Masked>(va, shift_a_p, minus_inf);
       const P xb = shifted_exp_of<Masked>(vb, shift_b_p, minus_inf);
       pm::pstoreu(ea + j, xa);
@@ -304,7 +309,7 @@ ExpSums<Scalar> shifted_exps(const Scalar* a, const Scalar* b, Eigen::Index n, S
   if (!tail.empty()) {
     // Padding: −inf for the maxima; its exps and logits masked to exact 0.
     const P keep = tail.lanes();
-    const P va = tail.load(a, -inf), vb = tail.load(b, -inf);
+    const P va = tail_load(tail, a, -inf), vb = tail_load(tail, b, -inf);
     const P xa = keep_if(keep, shifted_exp_of<Masked>(va, shift_a_p, minus_inf));
     const P xb = keep_if(keep, shifted_exp_of<Masked>(vb, shift_b_p, minus_inf));
     tail.store(ea, xa);
@@ -334,12 +339,12 @@ ExpSums<Scalar> shifted_exps(const Scalar* a, const Scalar* b, Eigen::Index n, S
 /// first packet, ≤ the row max. It is kept when the row max exceeds it by
 /// less than `headroom` (then no exp nor their sum can overflow), which
 /// saves a separate pass for the max; otherwise the exps are redone.
-template <typename Scalar>
-Scalar first_packet_max(const Scalar* x, Eigen::Index n) {
+template <typename In, typename Scalar = compute_t<In>>
+Scalar first_packet_max(const In* x, Eigen::Index n) {
   const auto max_of = [](Scalar l, Scalar r) { return std::max(l, r); };
-  if (n >= packet_size<Scalar>) return reduce_lanes<Scalar>(pm::ploadu<Packet<Scalar>>(x), max_of);
-  Scalar r = x[0];
-  for (Eigen::Index j = 1; j < n; ++j) r = std::max(r, x[j]);
+  if (n >= packet_size<Scalar>) return reduce_lanes<Scalar>(load_widened<Packet<Scalar>>(x), max_of);
+  Scalar r = widen(x[0]);
+  for (Eigen::Index j = 1; j < n; ++j) r = std::max(r, widen(x[j]));
   return r;
 }
 
@@ -398,10 +403,9 @@ struct DivergenceSums {
 /// Pass 2: the divergence sums. KL(q‖p) is summed too rather than taken as
 /// 2S − KL(p‖q): the gradient needs d + KL(q‖p) to cancel exactly for a
 /// near one-hot q, which only the sum over the same rounded d gives.
-template <bool Masked, typename Scalar>
-DivergenceSums<Scalar> divergence_sums(const Scalar* a, const Scalar* b, const Scalar* ea,
-                                       const Scalar* eb, Eigen::Index n, Scalar inv_a, Scalar inv_b,
-                                       Scalar gap) {
+template <bool Masked, typename In, typename Scalar = compute_t<In>>
+DivergenceSums<Scalar> divergence_sums(const In* a, const In* b, const Scalar* ea, const Scalar* eb, Eigen::Index n,
+                                       Scalar inv_a, Scalar inv_b, Scalar gap) {
   using P = Packet<Scalar>;
   const Eigen::Index full = full_packets_end<Scalar>(n);
   const P zero = pm::pset1<P>(Scalar(0));
@@ -411,7 +415,7 @@ DivergenceSums<Scalar> divergence_sums(const Scalar* a, const Scalar* b, const S
     const Eigen::Index stop = block_end<Scalar>(start, full);
     P block_sym = zero, block_pq = zero, block_qp = zero;
     for (Eigen::Index j = start; j < stop; j += packet_size<Scalar>) {
-      const auto t = divergence_terms<Masked>(pm::ploadu<P>(a + j), pm::ploadu<P>(b + j),
+      const auto t = divergence_terms<Masked>(load_widened<P>(a + j), load_widened<P>(b + j),
                                               pm::ploadu<P>(ea + j), pm::ploadu<P>(eb + j),
                                               inv_a_p, inv_b_p, gap_p);
       block_sym = pm::padd(block_sym, t.sym);
@@ -426,7 +430,7 @@ DivergenceSums<Scalar> divergence_sums(const Scalar* a, const Scalar* b, const S
   const PaddedTail<Scalar> tail(n);
   if (!tail.empty()) {
     // Zero-padded exps and logits: every term of a padding lane is exactly 0.
-    const auto t = divergence_terms<Masked>(tail.load(a, Scalar(0)), tail.load(b, Scalar(0)),
+    const auto t = divergence_terms<Masked>(tail_load(tail, a, Scalar(0)), tail_load(tail, b, Scalar(0)),
                                             tail.load(ea, Scalar(0)), tail.load(eb, Scalar(0)),
                                             inv_a_p, inv_b_p, gap_p);
     total_sym = pm::padd(total_sym, t.sym);
@@ -490,37 +494,62 @@ EIGEN_ALWAYS_INLINE GradientPair<X> gradient_of(const X& a, const X& b, const X&
           pmsub(eb, pm::pmadd(k.b1, pm::padd(d, k.kl_qp), k.b0), pm::pmadd(k.bp, ea, k.shift_b))};
 }
 
+/// The targets' one-hot parts, w·(1 − ε) at each row's label (label < 0:
+/// none). The gradient passes subtract them in the lane of the label before
+/// storing, so that a 2-byte gradient is rounded once, from the same float
+/// that a float gradient holds.
+template <typename Scalar>
+struct LabelDeltas {
+  Eigen::Index label_a = -1, label_b = -1;
+  Scalar delta_a = 0, delta_b = 0;
+};
+
+/// g − delta in the lane of `label` when the packet starting at element j
+/// holds it; g unchanged otherwise (the other lanes are not touched at all,
+/// so −0 stays −0).
+template <typename X, typename Scalar>
+EIGEN_ALWAYS_INLINE X minus_at_label(const X& g, Eigen::Index j, Eigen::Index label, Scalar delta) {
+  using U = std::make_unsigned_t<Eigen::Index>;
+  if (static_cast<U>(label - j) >= static_cast<U>(lanes_of<X>)) return g;  // label < 0 wraps around
+  if constexpr (std::is_same_v<X, Scalar>) {
+    return g - delta;
+  } else {
+    const X in_lane = pm::pcmp_eq(pm::plset<X>(Scalar(0)), pm::pset1<X>(static_cast<Scalar>(label - j)));
+    return pm::pselect(in_lane, pm::psub(g, pm::pset1<X>(delta)), g);
+  }
+}
+
 /// Pass 3 on finite rows: both gradient rows from the logits and the exps
 /// ea, eb (the gradient rows themselves, or scratch rows when the gradient
-/// overwrites the logits). Every element is read before it is written.
-template <typename Scalar>
-void gradients(const Scalar* a, const Scalar* b, const Scalar* ea, const Scalar* eb, Eigen::Index n,
-               const GradientConstants<Scalar>& k, Scalar* ga, Scalar* gb) {
+/// overwrites the logits or is stored in 2 bytes). Every element is read
+/// before it is written.
+template <typename In, typename Out, typename Scalar = compute_t<In>>
+void gradients(const In* a, const In* b, const Scalar* ea, const Scalar* eb, Eigen::Index n,
+               const GradientConstants<Scalar>& k, const LabelDeltas<Scalar>& t, Out* ga, Out* gb) {
   using P = Packet<Scalar>;
   const Eigen::Index full = full_packets_end<Scalar>(n);
   const auto kp = broadcast(P{}, k);
   for (Eigen::Index j = 0; j < full; j += packet_size<Scalar>) {
-    const auto out = gradient_of(pm::ploadu<P>(a + j), pm::ploadu<P>(b + j),
+    const auto out = gradient_of(load_widened<P>(a + j), load_widened<P>(b + j),
                                  pm::ploadu<P>(ea + j), pm::ploadu<P>(eb + j), kp);
-    pm::pstoreu(ga + j, out.a);
-    pm::pstoreu(gb + j, out.b);
+    store_narrowed(ga + j, minus_at_label(out.a, j, t.label_a, t.delta_a));
+    store_narrowed(gb + j, minus_at_label(out.b, j, t.label_b, t.delta_b));
   }
   const PaddedTail<Scalar> tail(n);
   if (!tail.empty()) {
-    const auto out = gradient_of(tail.load(a, Scalar(0)), tail.load(b, Scalar(0)),
+    const auto out = gradient_of(tail_load(tail, a, Scalar(0)), tail_load(tail, b, Scalar(0)),
                                  tail.load(ea, Scalar(0)), tail.load(eb, Scalar(0)), kp);
-    tail.store(ga, out.a);
-    tail.store(gb, out.b);
+    tail_store(tail, ga, minus_at_label(out.a, tail.begin(), t.label_a, t.delta_a));
+    tail_store(tail, gb, minus_at_label(out.b, tail.begin(), t.label_b, t.delta_b));
   }
 }
 
 /// Pass 3 on rows with infinities, term by term with masks: a class at −inf
 /// in both rows gets exactly the CE part; a zero KL weight drops its terms.
-template <bool WithPQ, bool WithQP, typename Scalar>
-void masked_gradients(const Scalar* a, const Scalar* b, const Scalar* ea, const Scalar* eb, Eigen::Index n,
-                      Scalar inv_a, Scalar inv_b, Scalar gap, Scalar kl_pq, Scalar kl_qp, Scalar w_pq,
-                      Scalar w_qp, Scalar wa, Scalar wb, Scalar shift_a, Scalar shift_b, Scalar* ga,
-                      Scalar* gb) {
+template <bool WithPQ, bool WithQP, typename In, typename Out, typename Scalar = compute_t<In>>
+void masked_gradients(const In* a, const In* b, const Scalar* ea, const Scalar* eb, Eigen::Index n, Scalar inv_a,
+                      Scalar inv_b, Scalar gap, Scalar kl_pq, Scalar kl_qp, Scalar w_pq, Scalar w_qp, Scalar wa,
+                      Scalar wb, Scalar shift_a, Scalar shift_b, const LabelDeltas<Scalar>& t, Out* ga, Out* gb) {
   for_each_packet<Scalar>(n, [&](auto tag, Eigen::Index j) {
     using X = decltype(tag);
     const X zero = pm::pset1<X>(Scalar(0));
@@ -529,7 +558,7 @@ void masked_gradients(const Scalar* a, const Scalar* b, const Scalar* ea, const 
     X out_a = pm::psub(pm::pmul(pm::pset1<X>(wa), p), pm::pset1<X>(shift_a));
     X out_b = pm::psub(pm::pmul(pm::pset1<X>(wb), q), pm::pset1<X>(shift_b));
     if constexpr (WithPQ || WithQP) {
-      const X d = pm::psub(pm::psub(load<X>(a + j), load<X>(b + j)), pm::pset1<X>(gap));
+      const X d = pm::psub(pm::psub(load_widened<X>(a + j), load_widened<X>(b + j)), pm::pset1<X>(gap));
       const X p_minus_q = pm::psub(p, q);
       if constexpr (WithPQ) {
         const X own = keep_if(pm::pcmp_lt(zero, p), pm::pmul(p, pm::psub(d, pm::pset1<X>(kl_pq))));
@@ -543,8 +572,8 @@ void masked_gradients(const Scalar* a, const Scalar* b, const Scalar* ea, const 
         out_a = pm::pmadd(pm::pset1<X>(w_qp), p_minus_q, out_a);
       }
     }
-    store(ga + j, out_a);
-    store(gb + j, out_b);
+    store_narrowed(ga + j, minus_at_label(out_a, j, t.label_a, t.delta_a));
+    store_narrowed(gb + j, minus_at_label(out_b, j, t.label_b, t.delta_b));
   });
 }
 
@@ -560,10 +589,10 @@ EIGEN_STRONG_INLINE decltype(auto) with_flag(bool flag, F&& f) {
 /// pair, 8 rows, then fit in 32 KiB of L1. Long rows stream well enough on
 /// the hardware prefetchers, and pulling a whole next pair into L2 next to
 /// the current one measured slower.
-template <typename Scalar>
-Prefetch<Scalar> prefetch_plan(Eigen::Index n, const NextPair<Scalar>& next, bool want_grad) {
-  Prefetch<Scalar> ahead;
-  if (n * static_cast<Eigen::Index>(sizeof(Scalar)) > 4096) return ahead;
+template <typename In, typename Out>
+Prefetch prefetch_plan(Eigen::Index n, const NextPair<In, Out>& next, bool want_grad) {
+  Prefetch ahead;
+  if (n * static_cast<Eigen::Index>(sizeof(compute_t<In>)) > 4096) return ahead;
   ahead.add(next.a);
   ahead.add(next.b);
   if (want_grad) {
@@ -587,9 +616,9 @@ struct PairSums {
 
 /// Pass 1 (exps into ea, eb) and pass 2 (divergence sums), unmasked, or
 /// masked when a row turns out to hold −inf (or +inf, or NaN).
-template <typename Scalar>
-PairSums<Scalar> exps_and_sums(const Scalar* a, const Scalar* b, Eigen::Index n, bool smoothing,
-                               const Prefetch<Scalar>& ahead, Scalar* ea, Scalar* eb) {
+template <typename In, typename Scalar = compute_t<In>>
+PairSums<Scalar> exps_and_sums(const In* a, const In* b, Eigen::Index n, bool smoothing, const Prefetch& ahead,
+                               Scalar* ea, Scalar* eb) {
   using W = Wide<Scalar>;
   PairSums<Scalar> s;
   s.shift_a = first_packet_max(a, n);
@@ -638,15 +667,24 @@ PairSums<Scalar> exps_and_sums(const Scalar* a, const Scalar* b, Eigen::Index n,
 
 /// Pass 3: both gradient rows from the logits, the exps and the sums, then
 /// the targets' one-hot parts.
-template <typename Scalar>
-void gradient_pass(const Scalar* a, const Scalar* b, const Scalar* ea, const Scalar* eb, Eigen::Index n,
-                   const SoftmaxPairWeights<Scalar>& w, const PairSums<Scalar>& s, Scalar* ga, Scalar* gb) {
+template <typename In, typename Out, typename Scalar = compute_t<In>>
+void gradient_pass(const In* a, const In* b, const Scalar* ea, const Scalar* eb, Eigen::Index n,
+                   const SoftmaxPairWeights<Scalar>& w, const PairSums<Scalar>& s, Out* ga, Out* gb) {
   using W = Wide<Scalar>;
   const Scalar wa = w.first.label >= 0 ? w.first.weight : Scalar(0);
   const Scalar wb = w.second.label >= 0 ? w.second.weight : Scalar(0);
   const W inv_c = W(1) / static_cast<W>(n);
   const Scalar shift_a = static_cast<Scalar>(W(wa) * W(w.first.smoothing) * inv_c);
   const Scalar shift_b = static_cast<Scalar>(W(wb) * W(w.second.smoothing) * inv_c);
+  LabelDeltas<Scalar> t;
+  if (wa != Scalar(0)) {
+    t.label_a = w.first.label;
+    t.delta_a = wa * (Scalar(1) - w.first.smoothing);
+  }
+  if (wb != Scalar(0)) {
+    t.label_b = w.second.label;
+    t.delta_b = wb * (Scalar(1) - w.second.smoothing);
+  }
   if (!s.masked) {
     const W w_pq = w.kl_pq, w_qp = w.kl_qp;
     GradientConstants<Scalar> k;
@@ -661,19 +699,17 @@ void gradient_pass(const Scalar* a, const Scalar* b, const Scalar* ea, const Sca
     k.b0 = static_cast<Scalar>((W(wb) + w_pq) * W(s.inv_b));
     k.bp = static_cast<Scalar>(w_pq * W(s.inv_a));
     k.shift_b = shift_b;
-    gradients(a, b, ea, eb, n, k, ga, gb);
+    gradients(a, b, ea, eb, n, k, t, ga, gb);
   } else {
     // A zero weight must not meet an infinite KL (0·inf = NaN): compiled out.
     with_flag(w.kl_pq != Scalar(0), [&](auto pq) {
       with_flag(w.kl_qp != Scalar(0), [&](auto qp) {
         masked_gradients<decltype(pq)::value, decltype(qp)::value>(a, b, ea, eb, n, s.inv_a, s.inv_b, s.gap,
                                                                    s.div.pq, s.div.qp, w.kl_pq, w.kl_qp, wa, wb,
-                                                                   shift_a, shift_b, ga, gb);
+                                                                   shift_a, shift_b, t, ga, gb);
       });
     });
   }
-  if (wa != Scalar(0)) ga[w.first.label] -= wa * (Scalar(1) - w.first.smoothing);
-  if (wb != Scalar(0)) gb[w.second.label] -= wb * (Scalar(1) - w.second.smoothing);
 }
 
 }  // namespace pair_sweep
@@ -697,10 +733,15 @@ void gradient_pass(const Scalar* a, const Scalar* b, const Scalar* ea, const Sca
 /// shows as a non-finite sum; the pair is then redone with masked passes:
 /// classes at −inf in both rows contribute exactly 0, at −inf in one row
 /// only they make the KL that divides by it +inf, its true value.
-template <typename Scalar>
-SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::Index n,
-                                     const SoftmaxPairWeights<Scalar>& w, Scalar* ga, Scalar* gb,
-                                     const NextPair<Scalar>& next = {}) {
+///
+/// Rows stored as bfloat16 or half (In, Out) are widened to float as they
+/// are loaded and the gradient is rounded once as it is stored (see
+/// rdrop/detail/storage.hpp): the results are those of the float sweep on
+/// the widened rows, bitwise, the gradient then rounded to Out.
+template <typename In, typename Out, typename Scalar = compute_t<In>>
+SoftmaxPairValues<Scalar> fused_pair(const In* a, const In* b, Eigen::Index n, const SoftmaxPairWeights<Scalar>& w,
+                                     Out* ga, Out* gb, const NextPair<In, Out>& next = {}) {
+  static_assert(std::is_same_v<compute_t<Out>, Scalar>, "rdrop: the gradient's compute type is the logits'");
   using W = Wide<Scalar>;
   namespace ps = pair_sweep;
   SoftmaxPairValues<Scalar> v;
@@ -710,9 +751,21 @@ SoftmaxPairValues<Scalar> fused_pair(const Scalar* a, const Scalar* b, Eigen::In
   // rows when there is no gradient or it overwrites the logits (in place:
   // the logits must outlive the exps pass). Slots 0 and 1: a caller never
   // holds them across this call.
-  const bool in_place = want_grad && (ga == a || gb == b || ga == b || gb == a);
-  Scalar* ea = want_grad && !in_place ? ga : thread_scratch<Scalar>(n, 0);
-  Scalar* eb = want_grad && !in_place ? gb : thread_scratch<Scalar>(n, 1);
+  // 2-byte gradient rows cannot hold float exps: scratch rows then too.
+  const void *va = a, *vb = b, *vga = ga, *vgb = gb;
+  const bool in_place = want_grad && (vga == va || vgb == vb || vga == vb || vgb == va);
+  Scalar* ea = nullptr;
+  Scalar* eb = nullptr;
+  if constexpr (std::is_same_v<Out, Scalar>) {
+    if (want_grad && !in_place) {
+      ea = ga;
+      eb = gb;
+    }
+  }
+  if (ea == nullptr) {
+    ea = thread_scratch<Scalar>(n, 0);
+    eb = thread_scratch<Scalar>(n, 1);
+  }
   const bool with_ce_a = w.first.label >= 0, with_ce_b = w.second.label >= 0;
   const bool smoothing = (with_ce_a && w.first.smoothing != Scalar(0)) ||
                          (with_ce_b && w.second.smoothing != Scalar(0));

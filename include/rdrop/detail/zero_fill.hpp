@@ -9,6 +9,8 @@
 // unpadded one (bench/results/table-20261129-074430.md).
 #pragma once
 
+#include "rdrop/detail/storage.hpp"
+
 #include <Eigen/Core>
 
 #include <cstddef>
@@ -96,8 +98,9 @@ inline void stream_zero_lines(unsigned char* begin, const unsigned char* end) {
 /// call streaming_fence() before another thread reads the row.
 template <typename Scalar>
 bool zero_fill(Scalar* row, Eigen::Index n) {
-  // +0.0 is all-zero bits in IEEE float and double.
-  static_assert(std::numeric_limits<Scalar>::is_iec559, "rdrop: needs IEEE 754 floating point");
+  // +0.0 is all-zero bits in IEEE float and double, bfloat16 and half.
+  static_assert(std::numeric_limits<Scalar>::is_iec559 || is_two_byte_v<Scalar>,
+                "rdrop: needs IEEE 754 floating point");
   const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(Scalar);
 #if RDROP_HAS_STREAMING_STORES
   if (bytes >= kStreamingZeroBytes) {
@@ -116,7 +119,7 @@ bool zero_fill(Scalar* row, Eigen::Index n) {
     return true;
   }
 #endif
-  std::memset(row, 0, bytes);
+  std::memset(static_cast<void*>(row), 0, bytes);
   return false;
 }
 
