@@ -151,7 +151,8 @@ if busy > 0.1:
 out.append("")
 # Issue 3's benchmarks by shape, then the rest of the suite by name.
 FAMILIES = ["BM_Roofline", "BM_ExpRoofline", "BM_PairedKL_Fused", "BM_PairedKL_Unfused",
-            "BM_PairedKL_UnfusedBuffers", "BM_RDrop_Fused"]
+            "BM_PairedKL_UnfusedBuffers", "BM_RDrop_Fused", "BM_Roofline_BF16", "BM_PairedKL_Fused_BF16",
+            "BM_PairedKL_Fused_Half", "BM_RDrop_Fused_BF16"]
 SHAPES = ["256/10", "4096/1000", "32/1000", "1024/32000"]
 def sort_key(name):
     parts = name.split("/")
@@ -202,6 +203,20 @@ check("PairedKL_Fused in cache (32/1000) / ExpRoofline (4096/1000), per element,
       lambda t: (t("BM_PairedKL_Fused/32/1000/1") / 32) / (t("BM_ExpRoofline/4096/1000/1") / 4096), None, None)
 check("PairedKL_Fused 1 thread / 2 threads, 4096/1000",
       lambda t: t("BM_PairedKL_Fused/4096/1000/1") / t("BM_PairedKL_Fused/4096/1000/2"), ">=", 1.7)
+# Issue 13: logits and gradients in bfloat16 / half.
+for shape in ("4096/1000", "1024/32000"):
+    name = lambda family, threads=1: f"{family}/{shape}/{threads}"
+    check(f"PairedKL_Fused_BF16 / max(Roofline_BF16, ExpRoofline), {shape}, 1 thread",
+          lambda t: t(name("BM_PairedKL_Fused_BF16")) / max(t(name("BM_Roofline_BF16")), t(name("BM_ExpRoofline"))),
+          "<=", 1.5)
+    check(f"PairedKL_Fused_Half / max(Roofline_BF16, ExpRoofline), {shape}, 1 thread (for information)",
+          lambda t: t(name("BM_PairedKL_Fused_Half")) / max(t(name("BM_Roofline_BF16")), t(name("BM_ExpRoofline"))),
+          None, None)
+    for threads in (1, 2):
+        check(f"RDrop_Fused_BF16 / RDrop_Fused, {shape}, {threads} thread(s)"
+              + ("" if shape == "1024/32000" else " (for information)"),
+              lambda t: t(name("BM_RDrop_Fused_BF16", threads)) / t(name("BM_RDrop_Fused", threads)),
+              "<=" if shape == "1024/32000" else None, 0.6 if shape == "1024/32000" else None)
 check("RDrop_Sequence 25 % masked / 0 % masked, 4096 tokens x 32000, 1 thread (issue 4)",
       lambda t: t("BM_RDrop_Sequence/4096/32000/25/1") / t("BM_RDrop_Sequence/4096/32000/0/1"), "<=", 0.85)
 
@@ -234,7 +249,7 @@ if peak_mib:
 
 if checks:
     out.append("")
-    out.append("| ratio (issue 3, 4 and 12 targets) | of mins | of medians | target | |")
+    out.append("| ratio (issue 3, 4, 12 and 13 targets) | of mins | of medians | target | |")
     out.append("|---|---:|---:|---:|---|")
     for what, value, by_median, op, target in checks:
         if op is None:
@@ -250,7 +265,7 @@ print(text)
 
 # elements/s against classes, one thread, for the plot.
 series = ["BM_PairedKL_Fused", "BM_PairedKL_Unfused", "BM_Roofline", "BM_ExpRoofline", "BM_RDrop_Fused",
-          "BM_PairedKL_UnfusedBuffers"]
+          "BM_PairedKL_UnfusedBuffers", "BM_PairedKL_Fused_BF16", "BM_RDrop_Fused_BF16", "BM_Roofline_BF16"]
 shapes = [("256", "10"), ("4096", "1000"), ("1024", "32000")]
 with open(dat_path, "w") as f:
     f.write("# classes " + " ".join(s[3:] for s in series) + "\n")
@@ -302,7 +317,7 @@ png="$results/throughput-$stamp.png"
 gnuplot <<GP
 set terminal pngcairo size 900,560 font ",11"
 set output "$png"
-set title "rdrop, 1 thread, float: elements per second (pairs x classes 256x10, 4096x1000, 1024x32000)"
+set title "rdrop, 1 thread, float and bf16: elements per second (pairs x classes 256x10, 4096x1000, 1024x32000)"
 set xlabel "classes"
 set ylabel "logit elements per second"
 set logscale xy
@@ -316,7 +331,10 @@ plot "$dat" using 1:2 with linespoints lw 2 title "PairedKL fused", \
      "$dat" using 1:3 with linespoints lw 2 title "PairedKL unfused (Eigen)", \
      "$dat" using 1:7 with linespoints lw 1 title "PairedKL unfused, buffers reused", \
      "$dat" using 1:6 with linespoints lw 2 title "R-Drop fused (CE + KL)", \
+     "$dat" using 1:8 with linespoints lw 2 title "PairedKL fused, bf16 logits and gradient", \
+     "$dat" using 1:9 with linespoints lw 2 title "R-Drop fused, bf16", \
      "$dat" using 1:4 with linespoints dt 2 title "Roofline (memory)", \
+     "$dat" using 1:10 with linespoints dt 3 title "Roofline, bf16 (memory)", \
      "$dat" using 1:5 with linespoints dt 2 title "ExpRoofline (2 exp/element)"
 GP
 cp "$png" "$results/throughput.png"

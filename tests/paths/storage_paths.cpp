@@ -9,7 +9,9 @@
 //     of the same build gives on the rows widened to float, the gradient
 //     rounded once (logits near 0 and near ±1e4, −inf classes, every row
 //     length up to two packets and a long one, gradients in 2 bytes and
-//     in float, in place).
+//     in float, in place);
+//  3. the float sweep of the build (its exps are this instruction set's)
+//     agrees with a long double reference to float precision.
 // No test framework: it is compiled five times, and must stay quick to build.
 #include <rdrop/kernels.hpp>
 
@@ -146,6 +148,47 @@ bool same_bits(float x, float y) {
   return a == b || (std::isnan(x) && std::isnan(y));
 }
 
+/// KL(p‖q), KL(q‖p), CE(a) against the target (1 − ε)·onehot(la) + ε/n, and
+/// the gradient of w_pq·KL(p‖q) + w_qp·KL(q‖p) + w·CE(a) + (terms of b) with
+/// respect to a, in long double from the definitions (softmax, logs, the
+/// chain rule through p = softmax(a)); finite rows.
+struct Reference {
+  long double kl_pq = 0, kl_qp = 0, ce_a = 0;
+  std::vector<long double> grad_a;
+};
+
+Reference reference_pair(const std::vector<float>& a, const std::vector<float>& b, Eigen::Index la,
+                         long double eps, long double w, long double w_pq, long double w_qp) {
+  const std::size_t n = a.size();
+  const auto log_softmax = [n](const std::vector<float>& x) {
+    long double m = x[0], s = 0;
+    for (float v : x) m = std::max(m, static_cast<long double>(v));
+    for (float v : x) s += std::exp(static_cast<long double>(v) - m);
+    std::vector<long double> r(n);
+    for (std::size_t j = 0; j < n; ++j) r[j] = static_cast<long double>(x[j]) - m - std::log(s);
+    return r;
+  };
+  const std::vector<long double> lp = log_softmax(a), lq = log_softmax(b);
+  Reference r;
+  const auto target = [&](std::size_t j) {
+    return (j == static_cast<std::size_t>(la) ? 1 - eps : 0) + eps / static_cast<long double>(n);
+  };
+  for (std::size_t j = 0; j < n; ++j) r.ce_a -= target(j) * lp[j];
+  // ∂/∂p_j of the loss (KL(q‖p) and CE(a) depend on a through p only).
+  std::vector<long double> dp(n);
+  for (std::size_t j = 0; j < n; ++j) {
+    const long double p = std::exp(lp[j]), q = std::exp(lq[j]);
+    r.kl_pq += p * (lp[j] - lq[j]);
+    r.kl_qp += q * (lq[j] - lp[j]);
+    dp[j] = w_pq * (lp[j] - lq[j] + 1) - w_qp * q / p - w * target(j) / p;
+  }
+  long double mean = 0;
+  for (std::size_t j = 0; j < n; ++j) mean += std::exp(lp[j]) * dp[j];
+  r.grad_a.resize(n);
+  for (std::size_t j = 0; j < n; ++j) r.grad_a[j] = std::exp(lp[j]) * (dp[j] - mean);
+  return r;
+}
+
 /// The fused sweep on 2-byte rows against the float sweep on the widened rows.
 template <typename In, typename Out>
 void check_sweep(const char* name, Eigen::Index n, float shift, bool minus_inf, std::mt19937& rng) {
@@ -171,6 +214,19 @@ void check_sweep(const char* name, Eigen::Index n, float shift, bool minus_inf, 
   w.kl_qp = minus_inf ? 0.f : 0.3f;  // one-row −inf: KL(q‖p) = inf must stay out
   std::vector<float> fa(wa.size()), fb(wb.size());
   const auto want = d::fused_pair(wa.data(), wb.data(), n, w, fa.data(), fb.data());
+  if (!minus_inf && shift == 0.f && n > 3 && std::is_same_v<In, float>) {
+    const Reference r = reference_pair(wa, wb, w.first.label, 0.1L, 0.25L, 0.7L, 0.3L);
+    const auto close = [](long double got, long double want, long double scale) {
+      return std::abs(got - want) <= 1e-5L * scale;
+    };
+    long double norm = 0;
+    for (long double g : r.grad_a) norm = std::max(norm, std::abs(g));
+    std::size_t bad = 0;
+    for (std::size_t j = 0; j < wa.size(); ++j) bad += !close(fa[j], r.grad_a[j], norm);
+    check(close(want.kl_pq, r.kl_pq, r.kl_pq) && close(want.kl_qp, r.kl_qp, r.kl_qp) &&
+              close(want.ce_first, r.ce_a, r.ce_a) && bad == 0,
+          std::string(name) + " n=" + std::to_string(n) + ": the float sweep differs from the reference");
+  }
   std::vector<Out> ga(a.size()), gb(b.size());
   const auto got = d::fused_pair(a.data(), b.data(), n, w, ga.data(), gb.data());
   const std::string what = std::string(name) + " n=" + std::to_string(n) + " shift=" + std::to_string(shift) +
