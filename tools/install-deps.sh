@@ -13,6 +13,7 @@ packages=(
   clang-14 libclang-rt-14-dev # tools/hardening.sh: the libFuzzer harness (tests/fuzz/)
   clang-tidy-14 cppcheck      # tools/hardening.sh: static analysis of the headers
   openmpi-bin libopenmpi-dev  # rdrop::mpi (rdrop/mpi.hpp), the data-parallel classifier and their tests
+  libtorch-dev                # rdrop::torch (rdrop/torch.hpp), the torch classifier and their tests
 )
 
 missing=()

@@ -140,4 +140,13 @@ inline std::vector<std::uint8_t> read_labels(const std::string& path) {
   return std::vector<std::uint8_t>(bytes.begin() + 8, bytes.end());
 }
 
+/// Prints why the Fashion-MNIST files could not be read and how to get them.
+inline void report_missing_data(const char* program, const IdxError& e) {
+  std::fprintf(stderr,
+               "%s: cannot load Fashion-MNIST: %s\n"
+               "Install the data set with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu),\n"
+               "or pass --data DIR with the four *-ubyte.gz files.\n",
+               program, e.what());
+}
+
 }  // namespace idx

@@ -326,11 +326,7 @@ int main(int argc, char** argv) {
     train = load(s.data + "/train-images-idx3-ubyte.gz", s.data + "/train-labels-idx1-ubyte.gz");
     test = load(s.data + "/t10k-images-idx3-ubyte.gz", s.data + "/t10k-labels-idx1-ubyte.gz");
   } catch (const idx::IdxError& e) {
-    std::fprintf(stderr,
-                 "rdrop_classifier: cannot load Fashion-MNIST: %s\n"
-                 "Install the data set with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu),\n"
-                 "or pass --data DIR with the four *-ubyte.gz files.\n",
-                 e.what());
+    idx::report_missing_data("rdrop_classifier", e);
     return 1;
   }
   if (s.limit > 0 && s.limit < train.x.rows()) {

@@ -84,11 +84,12 @@ elseif(MODE STREQUAL "install")
     endif()
   endforeach()
 elseif(MODE STREQUAL "without_test_deps")
-  # A top-level configure on a machine without Catch2 and Google Benchmark
-  # succeeds and says what it skips.
+  # A top-level configure on a machine without Catch2, Google Benchmark and
+  # libtorch succeeds and says what it skips.
   run(${CMAKE_COMMAND} -S "${RDROP_SOURCE_DIR}" -B "${WORK_DIR}/rdrop-build" -G "${GENERATOR}"
-      -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_DISABLE_FIND_PACKAGE_Catch2=ON -DCMAKE_DISABLE_FIND_PACKAGE_benchmark=ON)
-  foreach(expected "Catch2 v2 not found" "Google Benchmark not found")
+      -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_DISABLE_FIND_PACKAGE_Catch2=ON -DCMAKE_DISABLE_FIND_PACKAGE_benchmark=ON
+      -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON)
+  foreach(expected "Catch2 v2 not found" "Google Benchmark not found" "rdrop::torch is not provided")
     string(FIND "${last_output}" "${expected}" at)
     if(at EQUAL -1)
       message(FATAL_ERROR "run_consumer: the configure did not say '${expected}':\n${last_output}")

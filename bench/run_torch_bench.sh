@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Builds rdrop_torch_bench (needs libtorch: Debian's libtorch-dev), runs the
+# libtorch benchmarks of issue 14 with N interleaved repetitions, keeps the
+# JSON in bench/results/ and prints a markdown table (fastest repetition and
+# median of each) and the issue's ratios, taken of the fastest repetitions
+# (the medians' beside them; bench/run_bench.sh says why).
+#
+#   bench/run_torch_bench.sh [--repetitions N] [--filter REGEX] [--build-dir DIR]
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+build="$root/build-bench"
+repetitions=3
+filter="."
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --repetitions) repetitions="$2"; shift 2 ;;
+    --filter) filter="$2"; shift 2 ;;
+    --build-dir) build="$2"; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "run_torch_bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DRDROP_BUILD_TESTS=OFF \
+      -DRDROP_BUILD_EXAMPLES=OFF -DRDROP_BUILD_BENCHMARKS=ON >/dev/null
+if ! cmake --build "$build" --target rdrop_torch_bench -j"$(nproc)" >/dev/null; then
+  echo "run_torch_bench.sh: cannot build rdrop_torch_bench (is libtorch-dev installed?)" >&2
+  exit 1
+fi
+
+results="$here/results"
+mkdir -p "$results"
+stamp="$(date +%Y%m%d-%H%M%S)"
+json="$results/torch_bench-$stamp.json"
+table="$results/torch_table-$stamp.md"
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+"$build/bench/rdrop_torch_bench" --benchmark_filter="$filter" --benchmark_repetitions="$repetitions" \
+  --benchmark_enable_random_interleaving=true --benchmark_display_aggregates_only=true \
+  --benchmark_out="$json" --benchmark_out_format=json >&2
+
+/usr/bin/python3 - "$json" "$table" <<'PY'
+import json, sys
+path, table_path = sys.argv[1:3]
+report = json.load(open(path))
+UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+runs, medians, order = {}, {}, []
+for b in report["benchmarks"]:
+    name, t = b["run_name"], b["real_time"] * UNIT[b["time_unit"]]
+    if b.get("run_type") == "aggregate":
+        if b.get("aggregate_name") == "median":
+            medians[name] = t
+        continue
+    if name not in runs:
+        runs[name] = []
+        order.append(name)
+    runs[name].append(t)
+mins = {n: min(ts) for n, ts in runs.items()}
+FORMS = ["Official", "LogTarget", "Analytic", "Adapter", "EigenCall"]
+def key(name):
+    parts = name.split("/")
+    form = parts[0].replace("BM_Torch_", "")
+    return (int(parts[2]) if len(parts) > 3 else 0, parts[3] if len(parts) > 3 else "",
+            FORMS.index(form) if form in FORMS else len(FORMS), name)
+order.sort(key=key)
+
+def fmt(s):
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s * 1e9:.3g} ns"
+
+ctx = report.get("context", {})
+reps = report["benchmarks"][0].get("repetitions", "?")
+out = [f"Run {ctx.get('date', '?')} on {ctx.get('num_cpus', '?')} CPUs; {reps} interleaved repetitions per "
+       "benchmark, forward + backward, wall-clock time.", "",
+       "| benchmark | min | median |", "|---|---:|---:|"]
+for n in order:
+    out.append(f"| `{n}` | {fmt(mins[n])} | {fmt(medians[n]) if n in medians else '-'} |")
+checks = []
+for shape in ("4096/1000", "1024/32000"):
+    for threads in (1, 2):
+        k = lambda form: f"BM_Torch_{form}/{shape}/{threads}"
+        if not all(k(f) in mins for f in ("Official", "LogTarget", "Analytic", "Adapter", "EigenCall")):
+            continue
+        def ratios(t):
+            fastest = min(t[k("LogTarget")], t[k("Analytic")])
+            return (fastest / t[k("Adapter")], t[k("Official")] / t[k("Adapter")], t[k("Adapter")] / t[k("EigenCall")])
+        by_min, by_median = ratios(mins), ratios(medians)
+        for i, (what, op, target) in enumerate((("fastest torch form / adapter", ">=", 5.0),
+                                                ("official form / adapter", ">=", 30.0),
+                                                ("adapter / Eigen call", "<=", 1.2))):
+            ok = by_min[i] >= target if op == ">=" else by_min[i] <= target
+            checks.append(f"| {what}, {shape}, {threads} thread(s) | {by_min[i]:.2f} | {by_median[i]:.2f} | "
+                          f"{op} {target:g} | {'pass' if ok else 'FAIL'} |")
+if checks:
+    out += ["", "| ratio (issue 14 targets) | of mins | of medians | target | |", "|---|---:|---:|---:|---|"] + checks
+text = "\n".join(out) + "\n"
+open(table_path, "w").write(text)
+print(text)
+PY
+echo "JSON:  $json" >&2
+echo "table: $table" >&2

@@ -1,0 +1,178 @@
+// R-Drop on libtorch tensors, forward and backward (issue 14): the official
+// R-Drop code's form in torch ops, the fastest torch compositions found, the
+// rdrop::torch adapter, and rdrop's Eigen call on the same buffers. Every
+// benchmark is BM_Torch_<Form>/<pairs>/<classes>/<threads> and reports
+// items_per_second (logit elements, 2·pairs·classes per call) per
+// wall-clock second. Stacked layout (torch.cat([x, x])), α = 1, the
+// Keras-code normalization (mean cross-entropy + α/4 · mean of both KLs
+// over the duplicated batch) in every form.
+#include <rdrop/rdrop.hpp>
+#include <rdrop/torch.hpp>
+
+#include "../wall_clock.hpp"
+
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include <malloc.h>
+
+#include <map>
+#include <memory>
+#include <utility>
+
+namespace {
+
+namespace F = torch::nn::functional;
+constexpr double kAlpha = 1.0;
+
+struct Data {
+  at::Tensor logits;  // [2·pairs, classes] float, stacked copies
+  at::Tensor labels;  // [2·pairs] int64, per row
+  at::Tensor labels_per_sample;  // [pairs]
+};
+
+Data& data_for(int64_t pairs, int64_t classes) {
+  static std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Data>> cache;
+  std::unique_ptr<Data>& slot = cache[{pairs, classes}];
+  if (!slot) {
+    slot = std::make_unique<Data>();
+    torch::manual_seed(7);
+    const at::Tensor base = 4 * torch::rand({pairs, classes}) - 2;
+    slot->logits = at::cat({base, base}).add_(0.1 * torch::randn({2 * pairs, classes})).contiguous();
+    slot->labels_per_sample = torch::randint(0, classes, {pairs}, torch::kLong);
+    slot->labels = at::cat({slot->labels_per_sample, slot->labels_per_sample});
+  }
+  return *slot;
+}
+
+template <typename Body>
+void run(benchmark::State& state, Body&& body) {
+  const int64_t pairs = state.range(0), classes = state.range(1);
+  const int threads = static_cast<int>(state.range(2));
+  at::set_num_threads(threads);
+  rdrop::set_num_threads(threads);
+  Data& d = data_for(pairs, classes);
+  rdrop_bench::run_wall_clock(state, 2.0 * static_cast<double>(pairs * classes), 8.0, [&] { body(d); });
+}
+
+/// The official R-Drop code: cross-entropy + α·(KL(p‖q) + KL(q‖p))/2 with
+/// kl_div(log_softmax(·), softmax(·)), under autograd; scaled here to the
+/// Keras-code normalization like the other forms.
+void BM_Torch_Official(benchmark::State& state) {
+  run(state, [](const Data& d) {
+    const at::Tensor x = d.logits.detach().requires_grad_(true);
+    const at::Tensor ce = F::cross_entropy(x, d.labels);
+    const auto halves = x.chunk(2, 0);
+    const auto opts = F::KLDivFuncOptions().reduction(torch::kNone);
+    const at::Tensor p_loss = F::kl_div(at::log_softmax(halves[0], -1), at::softmax(halves[1], -1), opts).sum();
+    const at::Tensor q_loss = F::kl_div(at::log_softmax(halves[1], -1), at::softmax(halves[0], -1), opts).sum();
+    const at::Tensor loss = ce + kAlpha / 4 * (p_loss + q_loss) / static_cast<double>(halves[0].size(0));
+    loss.backward();
+    benchmark::DoNotOptimize(x.grad().data_ptr());
+  });
+}
+
+/// Log-softmax once per row, reused by nll_loss and by kl_div with log
+/// targets, under autograd.
+void BM_Torch_LogTarget(benchmark::State& state) {
+  run(state, [](const Data& d) {
+    const at::Tensor x = d.logits.detach().requires_grad_(true);
+    const at::Tensor lp = at::log_softmax(x, -1);
+    const at::Tensor ce = F::nll_loss(lp, d.labels);
+    const auto halves = lp.chunk(2, 0);
+    const auto opts = F::KLDivFuncOptions().reduction(torch::kSum).log_target(true);
+    const at::Tensor kl = F::kl_div(halves[0], halves[1], opts) + F::kl_div(halves[1], halves[0], opts);
+    const at::Tensor loss = ce + kAlpha / 4 * kl / static_cast<double>(halves[0].size(0));
+    loss.backward();
+    benchmark::DoNotOptimize(x.grad().data_ptr());
+  });
+}
+
+/// No autograd: the loss and its analytic gradient in torch ops,
+///   ∂/∂a = (p − onehot)/n + w·[p⊙(d − KL(p‖q)) + p − q],  d = log p − log q
+/// (and symmetrically for b), w = α/(4·pairs).
+void BM_Torch_Analytic(benchmark::State& state) {
+  run(state, [](const Data& d) {
+    torch::NoGradGuard no_grad;
+    const at::Tensor lp = at::log_softmax(d.logits, -1);
+    const at::Tensor p = lp.exp();
+    const auto lh = lp.chunk(2, 0), ph = p.chunk(2, 0);
+    const at::Tensor diff = lh[0] - lh[1];  // log p − log q
+    const at::Tensor kl_pq = (ph[0] * diff).sum(-1, true), kl_qp = -(ph[1] * diff).sum(-1, true);
+    const double n = static_cast<double>(d.logits.size(0)), w = kAlpha / (4 * static_cast<double>(ph[0].size(0)));
+    const at::Tensor ce = -lp.gather(1, d.labels.unsqueeze(1)).sum() / n;
+    const at::Tensor loss = ce + w * (kl_pq.sum() + kl_qp.sum());
+    at::Tensor grad = p / n;
+    grad.scatter_add_(1, d.labels.unsqueeze(1), at::full({d.logits.size(0), 1}, -1.0 / n));
+    const auto gh = grad.chunk(2, 0);
+    const at::Tensor p_minus_q = ph[0] - ph[1];
+    gh[0].add_(w * (ph[0] * (diff - kl_pq) + p_minus_q));
+    gh[1].add_(w * (ph[1] * (-diff - kl_qp) - p_minus_q));
+    benchmark::DoNotOptimize(loss.data_ptr());
+    benchmark::DoNotOptimize(grad.data_ptr());
+  });
+}
+
+/// The adapter: rdrop::torch::rdrop_loss forward, loss.backward().
+void BM_Torch_Adapter(benchmark::State& state) {
+  run(state, [](const Data& d) {
+    const at::Tensor x = d.logits.detach().requires_grad_(true);
+    rdrop::torch::RDropLossOptions o;
+    o.layout = rdrop::Layout::Stacked;
+    o.alpha = kAlpha;
+    const at::Tensor loss = rdrop::torch::rdrop_loss(x, d.labels_per_sample, o);
+    loss.backward();
+    benchmark::DoNotOptimize(x.grad().data_ptr());
+  });
+}
+
+/// rdrop's Eigen call on the same buffers, the gradient into a buffer kept
+/// across calls: what the adapter costs without torch around it.
+void BM_Torch_EigenCall(benchmark::State& state) {
+  static at::Tensor grad;
+  run(state, [](const Data& d) {
+    if (!grad.defined() || grad.sizes() != d.logits.sizes()) grad = at::empty_like(d.logits);
+    using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const Eigen::Map<const Matrix> x(d.logits.data_ptr<float>(), d.logits.size(0), d.logits.size(1));
+    Eigen::Map<Matrix> g(grad.data_ptr<float>(), grad.size(0), grad.size(1));
+    const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> y(d.labels_per_sample.data_ptr<std::int64_t>(),
+                                                                             d.labels_per_sample.numel());
+    rdrop::RDropOptions<float> o;
+    o.layout = rdrop::Layout::Stacked;
+    o.alpha = static_cast<float>(kAlpha);
+    benchmark::DoNotOptimize(rdrop::RDropLoss<float>(o).EvaluateWithGradient(x, y, g));
+  });
+}
+
+const bool registered = [] {
+  const std::pair<int64_t, int64_t> shapes[] = {{4096, 1000}, {1024, 32000}};
+  const std::pair<const char*, void (*)(benchmark::State&)> forms[] = {
+      {"BM_Torch_Official", BM_Torch_Official}, {"BM_Torch_LogTarget", BM_Torch_LogTarget},
+      {"BM_Torch_Analytic", BM_Torch_Analytic}, {"BM_Torch_Adapter", BM_Torch_Adapter},
+      {"BM_Torch_EigenCall", BM_Torch_EigenCall}};
+  for (const auto& [pairs, classes] : shapes) {
+    for (const auto& [name, function] : forms) {
+      for (int64_t threads : {1, 2}) {
+        benchmark::RegisterBenchmark(name, function)->Args({pairs, classes, threads});
+      }
+    }
+  }
+  return true;
+}();
+
+}  // namespace
+
+// Freed memory stays in the heap for every form alike: glibc otherwise
+// serves each allocation above 32 MiB with fresh pages (mmap), and on the
+// benchmark VM a page fault costs about 10 us, 0.6 s for one gradient of
+// 1024 x 32000 x 2 floats, more than any form's arithmetic. A training
+// loop allocating the same tensors every step wants the same setting.
+int main(int argc, char** argv) {
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
