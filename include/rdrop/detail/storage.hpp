@@ -16,6 +16,7 @@
 
 #include <Eigen/Core>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -75,7 +76,7 @@ EIGEN_STRONG_INLINE T narrow(compute_t<T> x) {
   } else {
     const std::uint32_t u = storage_detail::bits_of(x);
     std::uint16_t r;
-    if (x != x) {
+    if (std::isnan(x)) {
       r = static_cast<std::uint16_t>(((u >> 16) & 0x8000u) | storage_detail::kQuietNaN<T>);
     } else if constexpr (std::is_same_v<T, Eigen::bfloat16>) {
       r = static_cast<std::uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
