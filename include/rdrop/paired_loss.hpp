@@ -339,21 +339,20 @@ class PairedLoss {
                    detail::PairValues<Scalar>* values) const {
     using In = std::remove_cv_t<std::remove_pointer_t<decltype(x_row(Eigen::Index{}, 0, Eigen::Index{}))>>;
     using Out = std::remove_pointer_t<decltype(g_row(Eigen::Index{}, 0))>;
-    // The fused sweep keeps its exps apart from the logits by itself.
-    const bool copy_pairs = in_place && !Derived::pair_in_place;
+    // The fused sweep (Derived::fused_pair) keeps its exps apart from the
+    // logits and reads 2-byte rows by itself; every other pair is staged,
+    // from copies when its gradient overwrites its logits.
     const detail::StagedRows<Scalar, In, Out> staged(cols);
     detail::sweep_pairs<Scalar>(
         b.plan, count, pair_at, cols, derived().options().threads, g_row,
         [&](Eigen::Index i, Eigen::Index, const detail::PairRows& r, Out* ga, Out* gb) {
-          if constexpr (Derived::pair_reads_storage) {
-            return derived().pair(b.targets, detail::row_to_read(x_row(i, 0, r.first), cols, detail::kInPlaceSlot, copy_pairs),
-                                  detail::row_to_read(x_row(i, 1, r.second), cols, detail::kInPlaceSlot + 1, copy_pairs),
-                                  cols, r, scales, ga, gb);
+          if constexpr (Derived::fused_pair) {
+            return derived().pair(b.targets, x_row(i, 0, r.first), x_row(i, 1, r.second), cols, r, scales, ga, gb);
           } else {
             Scalar* sa = staged.gradient(ga, 0);
             Scalar* sb = staged.gradient(gb, 1);
-            const auto v = derived().pair(b.targets, staged.read(x_row(i, 0, r.first), 0, copy_pairs),
-                                          staged.read(x_row(i, 1, r.second), 1, copy_pairs), cols, r, scales, sa, sb);
+            const auto v = derived().pair(b.targets, staged.read(x_row(i, 0, r.first), 0, in_place),
+                                          staged.read(x_row(i, 1, r.second), 1, in_place), cols, r, scales, sa, sb);
             staged.write(sa, ga);
             staged.write(sb, gb);
             return v;

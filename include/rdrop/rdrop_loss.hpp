@@ -103,10 +103,9 @@ class RDropLoss : public PairedLoss<RDropLoss<Scalar, Divergence>, Scalar> {
 
  private:
   static constexpr const char* name = "RDropLoss";
-  // The fused sweep reads a pair's logits before it writes their gradient.
-  static constexpr bool pair_in_place = detail::softmax_kl_weights<Divergence>::fused;
-  // ... and reads and writes 2-byte rows itself.
-  static constexpr bool pair_reads_storage = detail::softmax_kl_weights<Divergence>::fused;
+  // Pairs go to the fused sweep, which reads a pair's logits before it
+  // writes their gradient (exact in place) and reads 2-byte rows itself.
+  static constexpr bool fused_pair = detail::softmax_kl_weights<Divergence>::fused;
 
   template <typename Y>
   struct Targets {

@@ -82,10 +82,9 @@ class RowTargetLoss : public PairedLoss<Derived, Scalar> {
   explicit RowTargetLoss(Divergence divergence) : divergence_(std::move(divergence)) {}
 
   // Task rows and divergences write gradient rows before they are done
-  // reading the logits.
-  static constexpr bool pair_in_place = false;
-  // 2-byte logits reach task_row and the divergence widened (staged).
-  static constexpr bool pair_reads_storage = false;
+  // reading the logits, and read Scalar rows: pairs are staged (copies in
+  // place, 2-byte rows widened).
+  static constexpr bool fused_pair = false;
 
   template <typename Y>
   struct Targets {

@@ -49,7 +49,6 @@ inline std::uint32_t bits_of(float x) {
   std::memcpy(&u, &x, sizeof u);
   return u;
 }
-inline std::uint16_t bits_of(Eigen::bfloat16 x) { return Eigen::numext::bit_cast<std::uint16_t>(x); }
 inline std::uint16_t bits_of(Eigen::half x) { return Eigen::numext::bit_cast<std::uint16_t>(x); }
 
 /// The canonical quiet NaN of each 2-byte type (sign bit clear).
