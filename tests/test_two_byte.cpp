@@ -331,3 +331,15 @@ TEMPLATE_TEST_CASE("2-byte logits: in place and on any thread count, bitwise; ov
                       Catch::Contains("argument 'gradient' overlaps 'logits'"));
   }
 }
+
+TEMPLATE_TEST_CASE("2-byte logits: an empty batch gives 0 and an empty gradient", "[two_byte][edge]", Eigen::bfloat16,
+                   Eigen::half) {
+  using T = TestType;
+  const Matrix<T> x(0, 7);
+  const Eigen::VectorXi y(0);
+  Matrix<T> g;
+  CHECK(rdrop::RDropLoss<float>().EvaluateWithGradient(x, y, g) == 0.f);
+  CHECK(g.rows() == 0);
+  CHECK(g.cols() == 7);
+  CHECK(rdrop::SymmetricKL<float>().Evaluate(x, x) == 0.f);
+}

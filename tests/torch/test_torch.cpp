@@ -11,6 +11,8 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -373,4 +375,37 @@ TEST_CASE("Bad input throws errors naming the argument", "[torch][errors]") {
   CHECK_THROWS_WITH(rdrop::torch::linear_loss(torch::randn({8, 3}).to(at::kBFloat16), torch::randn({5, 3}).to(at::kBFloat16),
                                               at::Tensor(), y),
                     Catch::Contains("argument 'hidden' has dtype"));
+}
+
+TEST_CASE("Edge inputs: an empty batch, logits near 1e4, a class at -inf", "[torch][edge]") {
+  SECTION("an empty batch: loss 0, an empty gradient") {
+    const at::Tensor x = torch::zeros({0, 5}, torch::requires_grad());
+    const at::Tensor loss = rdrop::torch::rdrop_loss(x, torch::zeros({0}, torch::kLong));
+    loss.backward();
+    CHECK(loss.item<float>() == 0.f);
+    CHECK(x.grad().sizes() == x.sizes());
+  }
+  SECTION("logits shifted by +-1e4: torch's composition of the same logits (both are shift-invariant)") {
+    for (const double shift : {1e4, -1e4}) {
+      const at::Tensor x = logits_of(8, 9, at::kDouble, 21) + shift;
+      const at::Tensor y = torch::randint(0, 9, {4}, torch::kLong);
+      const rdrop::torch::RDropLossOptions o;
+      const auto [value, grad] = value_and_grad(x, [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z, y, o); });
+      const auto [want, want_grad] = value_and_grad(x, [&](const at::Tensor& z) { return torch_rdrop(z, y, o); });
+      CHECK(close(value, want, 1e-9));
+      CHECK(close(grad, want_grad, 1e-9));
+    }
+  }
+  SECTION("a class at -inf in both copies: finite loss, exactly 0 gradient there, the rest as without the class") {
+    const at::Tensor finite = logits_of(8, 9, at::kFloat, 23);
+    const at::Tensor x = at::cat({torch::full({8, 1}, -std::numeric_limits<float>::infinity()), finite}, 1);
+    const at::Tensor y = torch::randint(1, 10, {4}, torch::kLong);
+    const auto [value, grad] = value_and_grad(x, [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z, y); });
+    const auto [want, want_grad] =
+        value_and_grad(finite, [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z, y - 1); });
+    CHECK(std::isfinite(value.item<float>()));
+    CHECK(close(value, want, 1e-6));
+    CHECK(grad.select(1, 0).abs().max().item<float>() == 0.f);
+    CHECK(close(grad.slice(1, 1, 10), want_grad, 1e-6));
+  }
 }
