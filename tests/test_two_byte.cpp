@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -342,4 +343,94 @@ TEMPLATE_TEST_CASE("2-byte logits: an empty batch gives 0 and an empty gradient"
   CHECK(g.rows() == 0);
   CHECK(g.cols() == 7);
   CHECK(rdrop::SymmetricKL<float>().Evaluate(x, x) == 0.f);
+}
+
+namespace {
+
+/// Entries of `got` (2-byte) further from `exact` than one rounding to T
+/// allows (half a unit in the last place of `exact`), beyond what the
+/// float computation rounded was already off by at that entry
+/// (`float_error`).
+template <typename T>
+Index beyond_one_rounding(const Matrix<T>& got, const MatrixD& exact, const MatrixD& float_error) {
+  const int digits = std::is_same_v<T, Eigen::bfloat16> ? 8 : 11;
+  const int min_exponent = std::is_same_v<T, Eigen::bfloat16> ? -126 : -14;
+  Index bad = 0;
+  for (Index i = 0; i < got.rows(); ++i) {
+    for (Index j = 0; j < got.cols(); ++j) {
+      const double e = exact(i, j);
+      const double exponent = e == 0 ? min_exponent : std::max<double>(std::floor(std::log2(std::abs(e))), min_exponent);
+      const double half_ulp = std::ldexp(1.0, static_cast<int>(exponent) - digits);
+      bad += std::abs(static_cast<double>(static_cast<float>(got(i, j))) - e) > half_ulp + float_error(i, j);
+    }
+  }
+  return bad;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("WithGradientScale: 2-byte gradients at the loss scale, rounded once; values unscaled",
+                   "[two_byte][gradient_scale]", Eigen::bfloat16, Eigen::half) {
+  using T = TestType;
+  const float scale = GENERATE(3.7f, 1024.f, -0.5f);
+  CAPTURE(scale);
+  const Index b = 64, c = 300;
+  const Matrix<T> x = narrowed<T>(pair_logits(b, c, 0.f, false, 17));
+  const MatrixF xf = widened(x);
+  Eigen::VectorXi y = ref::random_labels(b, static_cast<int>(c), 5);
+  y.head(b / 4).setConstant(-100);  // divergence only: small gradients
+  rdrop::RDropOptions<float> o;
+  o.alpha = 2.f;
+  o.normalization = rdrop::Normalization::Mean;
+  const rdrop::RDropLoss<float> loss(o);
+  const rdrop::RDropLoss<float> scaled = loss.WithGradientScale(scale);
+  CHECK(loss.gradient_scale() == 1.f);
+  CHECK(scaled.gradient_scale() == scale);
+  CHECK(scaled.WithCounts(scaled.Count(x, y)).gradient_scale() == scale);  // kept by copies
+
+  Matrix<T> g;
+  CHECK(same_value(scaled.EvaluateWithGradient(x, y, g), loss.Evaluate(x, y)));
+  // The float sweep at the scale on the widened logits, rounded once: bitwise.
+  MatrixF gf;
+  scaled.EvaluateWithGradient(xf, y, gf);
+  CHECK(bits_differing(g, gf) == 0);
+
+  // Against the exact scaled gradient (the double loss, checked against
+  // finite differences in test_losses.cpp): within one rounding.
+  rdrop::RDropOptions<double> od;
+  od.alpha = 2.0;
+  od.normalization = rdrop::Normalization::Mean;
+  MatrixD gd;
+  rdrop::RDropLoss<double>(od).EvaluateWithGradient(xf.cast<double>(), y, gd);
+  const MatrixD exact = gd * static_cast<double>(scale);
+  const MatrixD float_error = (gf.cast<double>() - exact).cwiseAbs();
+  CHECK(beyond_one_rounding(g, exact, float_error) == 0);
+  if (scale == 3.7f) {
+    // Rounding at scale 1 and scaling afterwards (twice) breaks the bound:
+    // the check can tell.
+    Matrix<T> g_unscaled;
+    loss.EvaluateWithGradient(x, y, g_unscaled);
+    const Matrix<T> twice = (widened(g_unscaled) * static_cast<float>(T(scale))).template cast<T>();
+    CHECK(beyond_one_rounding(twice, exact, float_error) > 0);
+  }
+}
+
+TEST_CASE("WithGradientScale on float and double logits: the gradient times the scale, the value unchanged",
+          "[gradient_scale]") {
+  const MatrixF x = pair_logits(6, 9, 0.f, false, 23);
+  const Eigen::VectorXi y = ref::random_labels(6, 9, 7);
+  const rdrop::RDropLoss<float, rdrop::JensenShannon<float>> loss;
+  MatrixF g, g2, g3;
+  const float v = loss.EvaluateWithGradient(x, y, g);
+  CHECK(same_value(loss.WithGradientScale(2.f).EvaluateWithGradient(x, y, g2), v));
+  CHECK((g2 - 2.f * g).cwiseAbs().maxCoeff() <= 4e-7f * g.cwiseAbs().maxCoeff());
+  loss.WithGradientScale(0.f).Gradient(x, y, g3);
+  CHECK(g3.cwiseAbs().maxCoeff() == 0.f);
+  const MatrixD xd = x.cast<double>();
+  MatrixD gd, gd2;
+  const rdrop::RDropRegressionLoss<double> regression;
+  const MatrixD targets = MatrixD::Random(6, 9);
+  regression.EvaluateWithGradient(xd, targets, gd);
+  regression.WithGradientScale(-0.25).EvaluateWithGradient(xd, targets, gd2);
+  CHECK((gd2 + 0.25 * gd).cwiseAbs().maxCoeff() == 0.0);  // a power of two: exact
 }

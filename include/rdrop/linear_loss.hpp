@@ -48,6 +48,9 @@ struct LinearLossOptions {
 
 namespace detail {
 
+// Lends chunk buffers owned elsewhere to a loss object; defined below.
+struct LinearLossAccess;
+
 /// The planning and sweeping steps of a PairedLoss, for losses fused with
 /// what produces their logits.
 struct PairedLossAccess {
@@ -134,6 +137,7 @@ struct Blocks {
 /// on it; see docs/linear_loss.md).
 template <typename Scalar, typename Divergence = SymmetricKL<Scalar>>
 class RDropLinearLoss {
+  friend struct detail::LinearLossAccess;
   using Loss = RDropLoss<Scalar, Divergence>;
   using Matrix = detail::RowMajorMatrix<Scalar>;
   using RowVector = Eigen::Matrix<Scalar, 1, Eigen::Dynamic>;
@@ -537,5 +541,17 @@ class RDropLinearLoss {
   // call made while another holds them uses buffers of its own.
   std::shared_ptr<detail::LinearWorkspace<Scalar>> workspace_ = std::make_shared<detail::LinearWorkspace<Scalar>>();
 };
+
+namespace detail {
+/// For callers that build a loss object per call (rdrop::torch::linear_loss)
+/// but keep its chunk buffers between calls.
+struct LinearLossAccess {
+  template <typename Scalar, typename Divergence>
+  static void share_workspace(RDropLinearLoss<Scalar, Divergence>& loss,
+                              std::shared_ptr<LinearWorkspace<Scalar>> workspace) {
+    loss.workspace_ = std::move(workspace);
+  }
+};
+}  // namespace detail
 
 }  // namespace rdrop

@@ -177,6 +177,24 @@ class PairedLoss {
     return copy;
   }
 
+  /// A copy of this loss whose gradients are `scale` · ∂loss/∂logits, the
+  /// scale applied to the terms' weights in the compute type, before the
+  /// gradient is stored: 2-byte gradients (bfloat16, half) are rounded once,
+  /// at the scaled size. This is loss scaling for mixed precision: with
+  /// `scale` the factor a loss scaler multiplies the loss by, small
+  /// gradients that would round to 0 in half at size 1 keep their digits.
+  /// Values (Evaluate, EvaluatePerRow, EvaluateTerms) are not scaled. Any
+  /// scale is taken, as a multiplication would: 0 gives zero gradients,
+  /// a negative one flips their sign, a non-finite one makes them
+  /// non-finite.
+  Derived WithGradientScale(Scalar scale) const {
+    Derived copy = derived();
+    static_cast<PairedLoss&>(copy).gradient_scale_ = scale;
+    return copy;
+  }
+  /// The factor set by WithGradientScale (1 by default).
+  Scalar gradient_scale() const { return gradient_scale_; }
+
  protected:
   PairedLoss() = default;
 
@@ -263,7 +281,11 @@ class PairedLoss {
     const RDropCounts counts = counts_for(p.batch.plan.counts, where.c_str());
 
     const auto& o = derived().options();
-    const detail::TermScales<Scalar> scales = detail::term_scales(o.normalization, o.alpha, counts);
+    // The sweep's weights scale only the gradient; the values come out
+    // unweighted and are normalized below.
+    detail::TermScales<Scalar> scales = detail::term_scales(o.normalization, o.alpha, counts);
+    scales.task *= gradient_scale_;
+    scales.divergence *= gradient_scale_;
     detail::Rows<Out> g{};
     if (grad_sink) g = grad_sink->open();
     const std::vector<detail::PairValues<Scalar>> per_pair = sweep(p, scales, grad_sink ? &g : nullptr);
@@ -384,6 +406,7 @@ class PairedLoss {
   }
 
   std::optional<RDropCounts> fixed_counts_;
+  Scalar gradient_scale_ = Scalar(1);
 };
 
 }  // namespace rdrop
