@@ -5,14 +5,16 @@
 //   at::Tensor loss = rdrop::torch::rdrop_loss(logits, labels, options);
 //   loss.backward();  // gradients for both copies of every sample
 //
-// The forward pass runs rdrop's fused sweep once, computing the loss and
-// its gradient together, and saves that gradient (one tensor of the logits'
-// size) for the backward pass, which scales it by grad_output. The
-// in-place variants (name ending in `_`) write the gradient over the logits
-// instead and save nothing more. CPU tensors of float, double, bfloat16 and
-// half; contiguous or not; labels int64 (or int32). Errors are c10::Error
-// (TORCH_CHECK) for what torch users check with it (device, dtype, rank),
-// and std::invalid_argument from rdrop for shapes and values, naming the
+// Each call follows torch's rules for the tensors it is given (docs/torch.md):
+// any strided view is read as its values; with grad mode off or nothing
+// requiring grad only the value is computed; the backward is differentiable
+// once (a double backward raises, as torch's once_differentiable); the
+// in-place variants refuse what torch's in-place ops refuse; 2-byte
+// gradients are rounded once, at the scale grad_output gives them.
+//
+// Errors are c10::Error (TORCH_CHECK) for what torch users check with it
+// (definedness, device, dtype, rank, autograd rules), and
+// std::invalid_argument for shapes and values, naming the function, the
 // argument and the shapes.
 #pragma once
 
@@ -20,14 +22,22 @@
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/csrc/autograd/variable.h>
 
 #include <Eigen/Core>
 #include <unsupported/Eigen/CXX11/Tensor>
 
+#include <cmath>
 #include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace rdrop::torch {
 
@@ -40,18 +50,43 @@ enum class Divergence {
 
 /// Settings of rdrop_loss: those of rdrop::RDropOptions (α, layout,
 /// normalization, ignore_index, padding_index, label smoothing and its
-/// style, threads), and the divergence.
+/// style, threads), the divergence, and the loss scale of the in-place
+/// variant.
 struct RDropLossOptions : RDropOptions<double> {
   Divergence divergence = Divergence::SymmetricKL;
+  /// The factor the loss is multiplied by before backward (a loss scaler's
+  /// scale). Read by the in-place variants only: they compute the gradient
+  /// in the forward pass, so they write loss_scale · ∂loss/∂logits (2-byte
+  /// logits: rounded once, at that size), and their backward expects
+  /// grad_output == loss_scale (2-byte logits: any other grad_output
+  /// throws; float and double: the gradient is rescaled). The out-of-place
+  /// functions take the scale from grad_output and need no hint.
+  double loss_scale = 1.0;
 };
 
-/// Settings of multi_label_loss (rdrop::MultiLabelOptions).
-using MultiLabelLossOptions = MultiLabelOptions<double>;
-/// Settings of regression_loss (rdrop::RegressionOptions).
-using RegressionLossOptions = RegressionOptions<double>;
+/// Settings of multi_label_loss (those of rdrop::MultiLabelOptions) and
+/// the loss scale of the in-place variant (see RDropLossOptions::loss_scale).
+struct MultiLabelLossOptions : MultiLabelOptions<double> {
+  MultiLabelLossOptions() = default;
+  /// From the Eigen API's options (loss_scale 1).
+  MultiLabelLossOptions(const MultiLabelOptions<double>& options)  // NOLINT(google-explicit-constructor)
+      : MultiLabelOptions<double>(options) {}
+  double loss_scale = 1.0;  ///< see RDropLossOptions::loss_scale
+};
+
+/// Settings of regression_loss (those of rdrop::RegressionOptions) and the
+/// loss scale of the in-place variant (see RDropLossOptions::loss_scale).
+struct RegressionLossOptions : RegressionOptions<double> {
+  RegressionLossOptions() = default;
+  /// From the Eigen API's options (loss_scale 1).
+  RegressionLossOptions(const RegressionOptions<double>& options)  // NOLINT(google-explicit-constructor)
+      : RegressionOptions<double>(options) {}
+  double loss_scale = 1.0;  ///< see RDropLossOptions::loss_scale
+};
 
 /// Settings of linear_loss: the R-Drop settings and rdrop::LinearLossOptions'
-/// chunk size (accumulate is not offered: autograd accumulates).
+/// chunk size (accumulate is not offered: autograd accumulates; loss_scale
+/// is not read: linear_loss has no in-place variant).
 struct LinearLossTorchOptions : RDropLossOptions {
   std::size_t chunk_bytes = std::size_t(64) << 20;
 };
@@ -87,11 +122,58 @@ decltype(auto) dispatch(const at::Tensor& t, const char* where, const char* name
               two_byte ? ", bfloat16 or half" : "");
 }
 
-inline void check_cpu(const at::Tensor& t, const char* where, const char* name) {
+inline void check_defined(const at::Tensor& t, const char* where, const char* name) {
   TORCH_CHECK(t.defined(), where, ": argument '", name, "' is an undefined tensor");
+}
+
+inline void check_cpu(const at::Tensor& t, const char* where, const char* name) {
+  check_defined(t, where, name);
   TORCH_CHECK(t.device().is_cpu(), where, ": argument '", name, "' is on ", t.device(),
               "; rdrop computes on the CPU: move it with .cpu()");
   TORCH_CHECK(t.layout() == at::kStrided, where, ": argument '", name, "' must be a dense (strided) tensor");
+}
+
+inline bool is_two_byte(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
+}
+
+/// Whether a call needs a backward: grad mode on and an input requiring
+/// grad. Otherwise only the value is computed (an evaluation loop pays for
+/// no gradient).
+inline bool wants_grad(std::initializer_list<at::Tensor> inputs) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const at::Tensor& t : inputs) {
+    if (t.defined() && t.requires_grad()) return true;
+  }
+  return false;
+}
+
+inline std::string shape_str(at::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << sizes;
+  return s.str();
+}
+
+inline void check_rank(const at::Tensor& x, const char* where, const char* name, const char* expected) {
+  TORCH_CHECK(x.dim() == 2 || x.dim() == 3, where, ": argument '", name, "' has shape ", x.sizes(), "; expected ",
+              expected);
+}
+
+/// A tensor given once per sample or once per row of `x` ([2B, ...]): its
+/// shape is x's with the first dimension B or 2B, and without x's last
+/// dimension unless `with_last` (labels and masks drop the classes, row
+/// targets keep them). An odd row count is left to rdrop, which names it.
+inline void check_per_sample_or_row(const at::Tensor& t, const at::Tensor& x, bool with_last, const char* where,
+                                    const char* name, const char* x_name) {
+  if (x.size(0) % 2 != 0) return;
+  std::vector<std::int64_t> per_row(x.sizes().begin(), x.sizes().end());
+  if (!with_last) per_row.pop_back();
+  std::vector<std::int64_t> per_sample = per_row;
+  per_sample[0] /= 2;
+  if (t.sizes() == at::IntArrayRef(per_sample) || t.sizes() == at::IntArrayRef(per_row)) return;
+  throw std::invalid_argument(std::string(where) + ": argument '" + name + "' has shape " + shape_str(t.sizes()) +
+                              "; expected " + shape_str(per_sample) + " (one per sample) or " + shape_str(per_row) +
+                              " (one per row) for " + x_name + " of shape " + shape_str(x.sizes()));
 }
 
 template <typename E>
@@ -114,18 +196,27 @@ E* mutable_data_of(const at::Tensor& t) {
   return reinterpret_cast<E*>(t.data_ptr());
 }
 
+/// Whether rank-2 `x` can be read in place as rows: each row's classes
+/// contiguous and the rows disjoint, in order. (Eigen reads row i at
+/// i · outer stride, and takes an outer stride of 0 to mean "packed".)
+/// Stride-0, overlapping and transposed rows are copied first.
+inline bool rows_in_place(const at::Tensor& x) {
+  return x.numel() > 0 && (x.stride(1) == 1 || x.size(1) == 1) && (x.size(0) == 1 || x.stride(0) >= x.size(1));
+}
+
 /// A rank-2 or rank-3 tensor of logits (rank 3: [2B, T, C]) as rdrop reads
-/// it, and a contiguous gradient of its shape as rdrop writes it: calls
-/// f(logits_view, gradient_view). Rank 2 with contiguous classes is read in
-/// place whatever its row stride; anything else is first made contiguous.
+/// it, and a contiguous gradient of its shape as rdrop writes it (or none:
+/// undefined): calls f(logits_view, gradient_view_or_null). Rank 2 rows
+/// that rows_in_place accepts are read where they are; every other layout
+/// is first made contiguous, so any view torch can express reads as its
+/// values.
 template <typename E, typename F>
-decltype(auto) with_views(const at::Tensor& x, const at::Tensor& grad, const char* where, const char* name, F&& f) {
-  TORCH_CHECK(x.dim() == 2 || x.dim() == 3, where, ": argument '", name, "' has shape ", x.sizes(),
-              "; expected [2B, C] or [2B, T, C]");
+decltype(auto) with_views(const at::Tensor& x, const at::Tensor& grad, F&& f) {
   if (x.dim() == 2) {
-    const at::Tensor rows = x.stride(1) == 1 || x.size(1) <= 1 ? x : x.contiguous();
-    const StridedRows<E> view(data_of<E>(rows), rows.size(0), rows.size(1),
-                              Eigen::OuterStride<>(std::max<std::int64_t>(rows.stride(0), rows.size(1))));
+    const bool in_place = rows_in_place(x);
+    const at::Tensor rows = in_place ? x : x.contiguous();
+    const std::int64_t outer = in_place && x.size(0) > 1 ? x.stride(0) : rows.size(1);
+    const StridedRows<E> view(data_of<E>(rows), rows.size(0), rows.size(1), Eigen::OuterStride<>(outer));
     if (!grad.defined()) return f(view, static_cast<Rows<E>*>(nullptr));
     Rows<E> g(mutable_data_of<E>(grad), grad.size(0), grad.size(1));
     return f(view, &g);
@@ -137,11 +228,10 @@ decltype(auto) with_views(const at::Tensor& x, const at::Tensor& grad, const cha
   return f(view, &g);
 }
 
-/// Labels (int64 or int32, any shape, flattened in order) as rdrop reads
-/// them: calls f(vector_view).
+/// Labels (int64 or int32, shape checked by the caller, read in their
+/// logical order) as rdrop reads them: calls f(vector_view).
 template <typename F>
 decltype(auto) with_labels(const at::Tensor& labels, const char* where, F&& f) {
-  check_cpu(labels, where, "labels");
   const at::Tensor c = labels.contiguous();
   if (c.scalar_type() == at::kLong) {
     return f(Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>>(c.data_ptr<std::int64_t>(), c.numel()));
@@ -156,17 +246,17 @@ decltype(auto) with_labels(const at::Tensor& labels, const char* where, F&& f) {
 using OptionalTensor = c10::optional<at::Tensor>;
 inline at::Tensor value_of(const OptionalTensor& t) { return t.has_value() ? *t : at::Tensor(); }
 
-/// The mask as a bool vector (flattened; non-zero = keep), or none.
-inline at::Tensor mask_of(const OptionalTensor& optional_mask, const char* where) {
-  const at::Tensor mask = value_of(optional_mask);
+/// The mask as a contiguous bool vector in its logical order (non-zero =
+/// keep), or none.
+inline at::Tensor mask_of(const at::Tensor& mask) {
   if (!mask.defined()) return mask;
-  check_cpu(mask, where, "mask");
   return mask.to(at::kBool).contiguous().view({-1});
 }
 using MaskView = Eigen::Map<const Eigen::Matrix<bool, Eigen::Dynamic, 1>>;
 inline MaskView mask_view(const at::Tensor& mask) { return {mask.data_ptr<bool>(), mask.numel()}; }
 
-/// loss.EvaluateWithGradient with or without a mask.
+/// loss.EvaluateWithGradient with or without a mask (Evaluate without a
+/// gradient).
 template <typename Loss, typename X, typename Y, typename G>
 double evaluate(const Loss& loss, const X& x, const Y& y, const at::Tensor& mask, G* grad) {
   if (mask.defined()) {
@@ -190,37 +280,10 @@ RDropOptions<S> options_in(const RDropLossOptions& o) {
   return r;
 }
 
-/// The R-Drop loss of `logits` with its gradient written into `grad` (a
-/// contiguous tensor of the logits' shape, possibly the logits themselves)
-/// or not at all (undefined grad).
-inline double rdrop_forward(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask,
-                            const RDropLossOptions& o, const at::Tensor& grad, const char* where) {
-  return dispatch<true>(logits, where, "logits", [&](auto tag) {
-    using E = typename std::decay_t<decltype(tag)>::type;
-    using S = rdrop::detail::compute_t<E>;
-    const RDropOptions<S> options = options_in<S>(o);
-    return with_labels(labels, where, [&](const auto& y) {
-      return with_views<E>(logits, grad, where, "logits", [&](const auto& x, auto* g) {
-        switch (o.divergence) {
-          case Divergence::SymmetricKL:
-            return evaluate(RDropLoss<S>(options), x, y, mask, g);
-          case Divergence::KL:
-            return evaluate(RDropLoss<S, KLDivergence<S>>(options), x, y, mask, g);
-          case Divergence::JensenShannon:
-            return evaluate(RDropLoss<S, JensenShannon<S>>(options), x, y, mask, g);
-        }
-        TORCH_CHECK(false, where, ": argument 'divergence' is ", static_cast<int>(o.divergence),
-                    "; expected a value of rdrop::torch::Divergence");
-      });
-    });
-  });
-}
-
 /// The loss value as a 0-dim tensor: in the logits' dtype for float and
 /// double, in float for 2-byte logits (as autocast computes losses).
 inline at::Tensor loss_tensor(double value, const at::Tensor& logits) {
-  const bool two_byte = logits.scalar_type() == at::kBFloat16 || logits.scalar_type() == at::kHalf;
-  return at::scalar_tensor(value, logits.options().dtype(two_byte ? at::kFloat : logits.scalar_type()));
+  return at::scalar_tensor(value, logits.options().dtype(is_two_byte(logits) ? at::kFloat : logits.scalar_type()));
 }
 
 /// grad_output · saved: the saved gradient itself when grad_output is 1
@@ -230,143 +293,341 @@ inline at::Tensor scaled(const at::Tensor& saved, const at::Tensor& grad_output)
   return saved * grad_output.to(saved.scalar_type());
 }
 
-/// The gradient buffer of the out-of-place forward: contiguous, the logits'
-/// shape and dtype. A fresh tensor each call, so that autograd can hand it
-/// on without a copy (AccumulateGrad steals a gradient nobody else holds).
+/// A fresh contiguous tensor of x's shape and dtype for a gradient, so
+/// that autograd can hand it on without a copy (AccumulateGrad steals a
+/// gradient nobody else holds).
 inline at::Tensor gradient_like(const at::Tensor& x) {
   return at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
 }
 
-/// Undefined gradients for the non-differentiable arguments of a forward.
-inline ::torch::autograd::variable_list with_nothing_else(at::Tensor grad, std::size_t others) {
-  ::torch::autograd::variable_list out{std::move(grad)};
-  out.resize(1 + others);
-  return out;
+/// Where the gradient of each differentiable input of a forward goes (its
+/// grad_fn or grad accumulator; none where it requires no grad).
+inline ::torch::autograd::edge_list edges_of(std::initializer_list<at::Tensor> inputs) {
+  ::torch::autograd::edge_list edges;
+  for (const at::Tensor& t : inputs) {
+    edges.push_back(t.defined() && t.requires_grad() ? ::torch::autograd::impl::gradient_edge(t)
+                                                     : ::torch::autograd::Edge());
+  }
+  return edges;
 }
 
-struct RDropLossFunction : ::torch::autograd::Function<RDropLossFunction> {
-  static at::Tensor forward(::torch::autograd::AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& labels,
-                            const OptionalTensor& mask, const RDropLossOptions& options, bool in_place) {
-    constexpr const char* where = "rdrop::torch::rdrop_loss";
-    check_cpu(logits, where, "logits");
-    const at::Tensor m = mask_of(mask, where);
-    at::Tensor grad;
-    if (in_place) {
-      TORCH_CHECK(logits.is_contiguous(), "rdrop::torch::rdrop_loss_: argument 'logits' must be contiguous to be "
-                                          "overwritten by its gradient");
-      grad = logits;
-    } else {
-      grad = gradient_like(logits);
-    }
-    const double value = rdrop_forward(logits, labels, m, options, grad, where);
-    if (in_place) ::torch::autograd::impl::bump_version(logits);  // its values are now the gradient
-    ctx->save_for_backward({grad});
-    return loss_tensor(value, logits);
+/// What a backward returns, made differentiable once: when the backward
+/// runs with grad mode on (create_graph: a gradient penalty, a
+/// Hessian-vector product), the gradients hang from a node that raises if
+/// anything differentiates through them, as torch's once_differentiable
+/// does. Unlike once_differentiable, it does not wait for grad_output to
+/// require grad (rdrop's gradients depend on the logits, so a second
+/// derivative through them is never 0), and the node leads back to the
+/// forward's inputs, so that torch::autograd::grad(…, {logits}) reaches it
+/// and raises instead of reporting the logits as unused.
+inline ::torch::autograd::variable_list once_differentiable(::torch::autograd::variable_list grads,
+                                                            const ::torch::autograd::edge_list& inputs,
+                                                            const std::string& where) {
+  if (!at::GradMode::is_enabled()) return grads;
+  const auto refuse = std::make_shared<::torch::autograd::Error>(
+      where +
+          ": rdrop's backward is not differentiable (it is once_differentiable): no double backward, gradient "
+          "penalty or Hessian-vector product through it",
+      ::torch::autograd::edge_list(inputs));
+  for (at::Tensor& g : grads) {
+    if (!g.defined()) continue;
+    g = g.detach();
+    ::torch::autograd::create_gradient_edge(g, refuse);
   }
-  static ::torch::autograd::variable_list backward(::torch::autograd::AutogradContext* ctx,
-                                                   ::torch::autograd::variable_list grad_outputs) {
-    return with_nothing_else(scaled(ctx->get_saved_variables()[0], grad_outputs[0]), 4);
+  return grads;
+}
+
+/// torch's own checks before an in-place op (check_inplace): no leaf that
+/// requires grad, no view of one, and no view that autograd cannot rebase
+/// (created in no-grad mode, one of several views of an op, ...).
+inline void check_in_place(const at::Tensor& t, const char* where) {
+  auto* view = ::torch::autograd::impl::get_view_autograd_meta(t);
+  if (view != nullptr && view->has_bw_view()) {
+    ::torch::autograd::handle_view_on_rebase(view);
+    TORCH_CHECK(!t._base().is_leaf(), where,
+                ": a view of a leaf Variable that requires grad is being used in an in-place operation.");
+  }
+  TORCH_CHECK(!t.is_leaf(), where, ": a leaf Variable that requires grad is being used in an in-place operation.");
+  TORCH_CHECK(t.is_contiguous(), where, ": argument 'logits' must be contiguous to be overwritten by its gradient");
+}
+
+/// Non-tensor data a backward needs, kept in the autograd context.
+template <typename T>
+struct Held : ::torch::CustomClassHolder {
+  explicit Held(T v) : value(std::move(v)) {}
+  T value;
+};
+template <typename T>
+c10::IValue hold(T v) {
+  return c10::IValue::make_capsule(c10::make_intrusive<Held<T>>(std::move(v)));
+}
+template <typename T>
+const T& held(const c10::IValue& v) {
+  return static_cast<const Held<T>*>(v.toCapsule().get())->value;
+}
+
+/// The R-Drop loss (RDropLoss) of logits with integer labels.
+struct RDropSpec {
+  using Options = RDropLossOptions;
+  static constexpr const char* targets_name = "labels";
+  static constexpr bool targets_per_class = false;
+
+  /// The loss of `logits`, and scale · its gradient written into `grad` (a
+  /// contiguous tensor of the logits' shape, possibly the logits
+  /// themselves) when grad is defined.
+  static double run(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask, const Options& o,
+                    const at::Tensor& grad, double scale, const char* where) {
+    return dispatch<true>(logits, where, "logits", [&](auto tag) {
+      using E = typename std::decay_t<decltype(tag)>::type;
+      using S = rdrop::detail::compute_t<E>;
+      const RDropOptions<S> options = options_in<S>(o);
+      const auto s = static_cast<S>(scale);
+      return with_labels(labels, where, [&](const auto& y) {
+        return with_views<E>(logits, grad, [&](const auto& x, auto* g) {
+          switch (o.divergence) {
+            case Divergence::SymmetricKL:
+              return evaluate(RDropLoss<S>(options).WithGradientScale(s), x, y, mask, g);
+            case Divergence::KL:
+              return evaluate(RDropLoss<S, KLDivergence<S>>(options).WithGradientScale(s), x, y, mask, g);
+            case Divergence::JensenShannon:
+              return evaluate(RDropLoss<S, JensenShannon<S>>(options).WithGradientScale(s), x, y, mask, g);
+          }
+          TORCH_CHECK(false, where, ": argument 'divergence' is ", static_cast<int>(o.divergence),
+                      "; expected a value of rdrop::torch::Divergence");
+        });
+      });
+    });
   }
 };
 
-/// A task loss with row targets (multi-label, regression) as an autograd
-/// function: Loss<S> is RDropMultiLabelLoss or RDropRegressionLoss.
-template <template <typename, typename...> class Loss, template <typename> class Options>
-struct RowTargetFunction : ::torch::autograd::Function<RowTargetFunction<Loss, Options>> {
-  static at::Tensor forward(::torch::autograd::AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& targets,
-                            const OptionalTensor& mask, const Options<double>& o, bool in_place, const char* where) {
-    check_cpu(logits, where, "logits");
-    check_cpu(targets, where, "targets");
-    const at::Tensor m = mask_of(mask, where);
-    if (in_place) TORCH_CHECK(logits.is_contiguous(), where, ": argument 'logits' must be contiguous to be overwritten");
-    const at::Tensor grad = in_place ? logits : gradient_like(logits);
-    const double value = dispatch<true>(logits, where, "logits", [&](auto tag) {
+/// A task loss with row targets (multi-label, regression): Loss<S> is
+/// RDropMultiLabelLoss or RDropRegressionLoss, Options the torch options.
+template <template <typename, typename...> class Loss, template <typename> class EigenOptions, typename TorchOptions>
+struct RowTargetSpec {
+  using Options = TorchOptions;
+  static constexpr const char* targets_name = "targets";
+  static constexpr bool targets_per_class = true;
+
+  static double run(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& mask, const Options& o,
+                    const at::Tensor& grad, double scale, const char* where) {
+    return dispatch<true>(logits, where, "logits", [&](auto tag) {
       using E = typename std::decay_t<decltype(tag)>::type;
       using S = rdrop::detail::compute_t<E>;
-      Options<S> options;
+      EigenOptions<S> options;
       options.alpha = static_cast<S>(o.alpha);
       options.layout = o.layout;
       options.normalization = o.normalization;
       options.threads = o.threads;
+      const auto loss = Loss<S>(options).WithGradientScale(static_cast<S>(scale));
       // Targets in the loss's compute type (float for 2-byte logits).
       const at::Tensor t = targets.to(std::is_same_v<S, float> ? at::kFloat : at::kDouble).contiguous();
-      TORCH_CHECK(t.dim() == logits.dim(), where, ": argument 'targets' has shape ", t.sizes(),
-                  "; expected the rank of the logits ", logits.sizes());
-      return with_views<E>(logits, grad, where, "logits", [&](const auto& x, auto* g) {
+      return with_views<E>(logits, grad, [&](const auto& x, auto* g) {
         using X = std::decay_t<decltype(x)>;
         if constexpr (rdrop::detail::is_tensor_v<X>) {
           const ConstTensor<S, 3> y(data_of<S>(t), t.size(0), t.size(1), t.size(2));
-          return evaluate(Loss<S>(options), x, y, m, g);
+          return evaluate(loss, x, y, mask, g);
         } else {
           const Eigen::Map<const RowMajor<S>> y(data_of<S>(t), t.size(0), t.size(1));
-          return evaluate(Loss<S>(options), x, y, m, g);
+          return evaluate(loss, x, y, mask, g);
         }
       });
     });
-    if (in_place) ::torch::autograd::impl::bump_version(logits);
-    ctx->save_for_backward({grad});
-    return loss_tensor(value, logits);
-  }
-  static ::torch::autograd::variable_list backward(::torch::autograd::AutogradContext* ctx,
-                                                   ::torch::autograd::variable_list grad_outputs) {
-    return with_nothing_else(scaled(ctx->get_saved_variables()[0], grad_outputs[0]), 5);
   }
 };
 
+/// How a backward gets its gradient.
+enum class Saved : std::int64_t {
+  Gradient,   ///< computed in the forward pass, saved, scaled by grad_output
+  Recompute,  ///< 2-byte logits: computed in the backward at grad_output's scale, rounded once
+  InPlace     ///< computed in the forward pass over the logits, at loss_scale
+};
+
+/// A Spec's loss as an autograd function: forward(logits, targets, mask,
+/// options, in_place, where). The caller (call) has checked the arguments
+/// and decided that a backward is wanted.
+template <typename Spec>
+struct LossFunction : ::torch::autograd::Function<LossFunction<Spec>> {
+  static constexpr std::size_t forward_arguments = 6;
+
+  static at::Tensor forward(::torch::autograd::AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& targets,
+                            const OptionalTensor& optional_mask, const typename Spec::Options& o, bool in_place,
+                            const char* where) {
+    const at::Tensor mask = value_of(optional_mask);
+    Saved saved = Saved::Gradient;
+    double value = 0;
+    if (in_place) {
+      saved = Saved::InPlace;
+      value = Spec::run(logits, targets, mask, o, logits, o.loss_scale, where);
+      ::torch::autograd::impl::bump_version(logits);  // its values are now the gradient
+      ctx->save_for_backward({logits});
+    } else if (is_two_byte(logits)) {
+      // Rounding the gradient here and scaling it in the backward would
+      // round it twice; the backward computes it at its final size instead.
+      saved = Saved::Recompute;
+      value = Spec::run(logits, targets, mask, o, at::Tensor(), 1.0, where);
+      ctx->save_for_backward({logits, targets, mask});
+      ctx->saved_data["options"] = hold(o);
+    } else {
+      const at::Tensor grad = gradient_like(logits);
+      value = Spec::run(logits, targets, mask, o, grad, 1.0, where);
+      ctx->save_for_backward({grad});
+    }
+    ctx->saved_data["saved"] = static_cast<std::int64_t>(saved);
+    ctx->saved_data["loss_scale"] = o.loss_scale;
+    ctx->saved_data["where"] = std::string(where);
+    ctx->saved_data["inputs"] = hold(edges_of({logits}));
+    return loss_tensor(value, logits);
+  }
+
+  static ::torch::autograd::variable_list backward(::torch::autograd::AutogradContext* ctx,
+                                                   ::torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const std::string where = ctx->saved_data["where"].toStringRef();
+    const at::Tensor& grad_output = grad_outputs[0];
+    at::Tensor grad;
+    switch (static_cast<Saved>(ctx->saved_data["saved"].toInt())) {
+      case Saved::Gradient:
+        grad = scaled(saved[0], grad_output);
+        break;
+      case Saved::Recompute: {
+        const at::Tensor& logits = saved[0];
+        grad = gradient_like(logits);
+        const auto& o = held<typename Spec::Options>(ctx->saved_data["options"]);
+        Spec::run(logits, saved[1], saved[2], o, grad, grad_output.item<double>(), where.c_str());
+        break;
+      }
+      case Saved::InPlace: {
+        // loss_scale as grad_output holds it (float for 2-byte logits' losses).
+        const double scale = grad_output.item<double>();
+        const double written = at::scalar_tensor(ctx->saved_data["loss_scale"].toDouble(), grad_output.options()).item<double>();
+        const at::Tensor in_logits = saved[0].detach();  // the logits' graph is not the gradient's
+        if (scale == written) {
+          grad = in_logits;
+        } else {
+          TORCH_CHECK(!is_two_byte(in_logits), where, ": the ", in_logits.scalar_type(),
+                      " logits hold their gradient rounded at loss_scale ", written, ", and backward received "
+                      "grad_output ", scale, ": scaling it now would round it twice. Set options.loss_scale to the "
+                      "factor the loss is multiplied by, or use the out-of-place function");
+          grad = in_logits * (scale / written);
+        }
+        break;
+      }
+    }
+    ::torch::autograd::variable_list out{std::move(grad)};
+    out.resize(forward_arguments);
+    return once_differentiable(std::move(out), held<::torch::autograd::edge_list>(ctx->saved_data["inputs"]), where);
+  }
+};
+
+/// Checks a Spec's arguments, then computes its value only (no backward
+/// wanted) or goes through LossFunction.
+template <typename Spec>
+at::Tensor call(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& mask,
+                const typename Spec::Options& o, bool in_place, const char* where) {
+  check_cpu(logits, where, "logits");
+  check_cpu(targets, where, Spec::targets_name);
+  if (mask.defined()) check_cpu(mask, where, "mask");
+  check_rank(logits, where, "logits", "[2B, C] or [2B, T, C]");
+  check_per_sample_or_row(targets, logits, Spec::targets_per_class, where, Spec::targets_name, "logits");
+  if (mask.defined()) check_per_sample_or_row(mask, logits, false, where, "mask", "logits");
+  const at::Tensor m = mask_of(mask);
+  if (!wants_grad({logits})) {
+    TORCH_CHECK(!wants_grad({targets}), where, ": argument '", Spec::targets_name,
+                "' requires grad; rdrop differentiates the logits only: pass ", Spec::targets_name, ".detach()");
+    return loss_tensor(Spec::run(logits, targets, m, o, at::Tensor(), 1.0, where), logits);
+  }
+  TORCH_CHECK(!targets.requires_grad(), where, ": argument '", Spec::targets_name,
+              "' requires grad; rdrop differentiates the logits only: pass ", Spec::targets_name, ".detach()");
+  if (in_place) {
+    check_in_place(logits, where);
+    if (!(std::isfinite(o.loss_scale) && o.loss_scale != 0)) {
+      throw std::invalid_argument(std::string(where) + ": argument 'loss_scale' is " + std::to_string(o.loss_scale) +
+                                  "; expected a finite, non-zero factor");
+    }
+  }
+  return LossFunction<Spec>::apply(logits, targets, OptionalTensor(m), o, in_place, where);
+}
+
+using MultiLabelSpec = RowTargetSpec<RDropMultiLabelLoss, MultiLabelOptions, MultiLabelLossOptions>;
+using RegressionSpec = RowTargetSpec<RDropRegressionLoss, RegressionOptions, RegressionLossOptions>;
+
+/// The chunk buffers of linear_loss, one per thread and scalar type, kept
+/// between calls (a loss object is built per call; its buffers are these).
+template <typename S>
+std::shared_ptr<rdrop::detail::LinearWorkspace<S>>& linear_buffers() {
+  thread_local std::shared_ptr<rdrop::detail::LinearWorkspace<S>> buffers =
+      std::make_shared<rdrop::detail::LinearWorkspace<S>>();
+  return buffers;
+}
+
+/// The gradients of linear_loss (all defined, or none: value only).
+struct LinearGradients {
+  at::Tensor hidden, weight, bias;
+};
+
+/// The fused linear loss of hidden (contiguous), weight and bias
+/// (contiguous, or undefined), with its gradients written into `g` when
+/// they are defined.
+inline double linear_run(const at::Tensor& h, const at::Tensor& w, const at::Tensor& b, const at::Tensor& labels,
+                         const at::Tensor& m, const LinearLossTorchOptions& o, const LinearGradients& g,
+                         const char* where) {
+  return dispatch<false>(h, where, "hidden", [&](auto tag) {
+    using S = typename std::decay_t<decltype(tag)>::type;
+    LinearLossOptions linear;
+    linear.chunk_bytes = o.chunk_bytes;
+    const Eigen::Map<const RowMajor<S>> wm(data_of<S>(w), w.size(0), w.size(1));
+    const bool with_grad = g.hidden.defined();
+    const auto run = [&](auto loss) {
+      rdrop::detail::LinearLossAccess::share_workspace(loss, linear_buffers<S>());
+      return with_labels(labels, where, [&](const auto& y) {
+        return with_views<S>(h, g.hidden, [&](const auto& x, auto* gh) {
+          const auto value_only = [&](const auto& bias_view) {
+            return m.defined() ? static_cast<double>(loss.Evaluate(x, wm, bias_view, y, mask_view(m)))
+                               : static_cast<double>(loss.Evaluate(x, wm, bias_view, y));
+          };
+          const auto with_gradients = [&](const auto& bias_view, auto&& grad_bias) {
+            Rows<S> gw(mutable_data_of<S>(g.weight), g.weight.size(0), g.weight.size(1));
+            if (m.defined()) {
+              return static_cast<double>(loss.EvaluateWithGradient(x, wm, bias_view, y, mask_view(m), *gh, gw, grad_bias));
+            }
+            return static_cast<double>(loss.EvaluateWithGradient(x, wm, bias_view, y, *gh, gw, grad_bias));
+          };
+          if (b.defined()) {
+            const Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, 1>> bias_view(data_of<S>(b), b.numel());
+            if (!with_grad) return value_only(bias_view);
+            Eigen::Map<Eigen::Matrix<S, Eigen::Dynamic, 1>> gb(mutable_data_of<S>(g.bias), g.bias.numel());
+            return with_gradients(bias_view, gb);
+          }
+          return with_grad ? with_gradients(no_bias, no_bias) : value_only(no_bias);
+        });
+      });
+    };
+    const RDropOptions<S> options = options_in<S>(o);
+    switch (o.divergence) {
+      case Divergence::SymmetricKL:
+        return run(RDropLinearLoss<S>(options, linear));
+      case Divergence::KL:
+        return run(RDropLinearLoss<S, KLDivergence<S>>(options, linear));
+      case Divergence::JensenShannon:
+        return run(RDropLinearLoss<S, JensenShannon<S>>(options, linear));
+    }
+    TORCH_CHECK(false, where, ": argument 'divergence' is ", static_cast<int>(o.divergence),
+                "; expected a value of rdrop::torch::Divergence");
+  });
+}
+
 struct LinearLossFunction : ::torch::autograd::Function<LinearLossFunction> {
+  static constexpr const char* where = "rdrop::torch::linear_loss";
+
   static at::Tensor forward(::torch::autograd::AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
                             const OptionalTensor& optional_bias, const at::Tensor& labels, const OptionalTensor& mask,
                             const LinearLossTorchOptions& o) {
-    constexpr const char* where = "rdrop::torch::linear_loss";
-    const at::Tensor bias = value_of(optional_bias);
-    check_cpu(hidden, where, "hidden");
-    check_cpu(weight, where, "weight");
-    if (bias.defined()) check_cpu(bias, where, "bias");
-    TORCH_CHECK(weight.scalar_type() == hidden.scalar_type() && (!bias.defined() || bias.scalar_type() == hidden.scalar_type()),
-                where, ": arguments 'hidden', 'weight' and 'bias' must have one dtype; got ", hidden.scalar_type(), ", ",
-                weight.scalar_type(), bias.defined() ? ", " : "", bias.defined() ? c10::toString(bias.scalar_type()) : "");
-    TORCH_CHECK(weight.dim() == 2, where, ": argument 'weight' has shape ", weight.sizes(), "; expected [V, D]");
-    TORCH_CHECK(!bias.defined() || bias.dim() == 1, where, ": argument 'bias' has shape ", bias.sizes(), "; expected [V]");
-    const at::Tensor m = mask_of(mask, where);
-    const at::Tensor h = hidden.contiguous(), w = weight.contiguous();
+    const at::Tensor h = hidden.contiguous(), w = weight.contiguous(), bias = value_of(optional_bias);
     const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
-    at::Tensor gh = gradient_like(h), gw = gradient_like(w), gb = b.defined() ? gradient_like(b) : at::Tensor();
-    const double value = dispatch<false>(hidden, where, "hidden", [&](auto tag) {
-      using S = typename std::decay_t<decltype(tag)>::type;
-      LinearLossOptions linear;
-      linear.chunk_bytes = o.chunk_bytes;
-      const Eigen::Map<const RowMajor<S>> wm(data_of<S>(w), w.size(0), w.size(1));
-      Rows<S> gwm(mutable_data_of<S>(gw), gw.size(0), gw.size(1));
-      const auto run = [&](const auto& loss) {
-        return with_labels(labels, where, [&](const auto& y) {
-          return with_views<S>(h, gh, where, "hidden", [&](const auto& x, auto* g) {
-            const auto call = [&](const auto& bias_view, auto&& grad_bias) {
-              if (m.defined()) {
-                return static_cast<double>(loss.EvaluateWithGradient(x, wm, bias_view, y, mask_view(m), *g, gwm, grad_bias));
-              }
-              return static_cast<double>(loss.EvaluateWithGradient(x, wm, bias_view, y, *g, gwm, grad_bias));
-            };
-            if (b.defined()) {
-              Eigen::Map<Eigen::Matrix<S, Eigen::Dynamic, 1>> gbm(mutable_data_of<S>(gb), gb.numel());
-              return call(Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, 1>>(data_of<S>(b), b.numel()), gbm);
-            }
-            return call(no_bias, no_bias);
-          });
-        });
-      };
-      const RDropOptions<S> options = options_in<S>(o);
-      switch (o.divergence) {
-        case Divergence::SymmetricKL:
-          return run(RDropLinearLoss<S>(options, linear));
-        case Divergence::KL:
-          return run(RDropLinearLoss<S, KLDivergence<S>>(options, linear));
-        case Divergence::JensenShannon:
-          return run(RDropLinearLoss<S, JensenShannon<S>>(options, linear));
-      }
-      TORCH_CHECK(false, where, ": argument 'divergence' is ", static_cast<int>(o.divergence),
-                  "; expected a value of rdrop::torch::Divergence");
-    });
-    ctx->save_for_backward({gh, gw, gb});
+    const LinearGradients g{gradient_like(h), gradient_like(w), b.defined() ? gradient_like(b) : at::Tensor()};
+    const double value = linear_run(h, w, b, labels, value_of(mask), o, g, where);
+    ctx->save_for_backward({g.hidden, g.weight, g.bias});
+    ctx->saved_data["inputs"] = hold(edges_of({hidden, weight, bias}));
     return loss_tensor(value, hidden);
   }
   static ::torch::autograd::variable_list backward(::torch::autograd::AutogradContext* ctx,
@@ -375,7 +636,7 @@ struct LinearLossFunction : ::torch::autograd::Function<LinearLossFunction> {
     ::torch::autograd::variable_list out{scaled(saved[0], grad_outputs[0]), scaled(saved[1], grad_outputs[0]),
                                          saved[2].defined() ? scaled(saved[2], grad_outputs[0]) : at::Tensor()};
     out.resize(6);
-    return out;
+    return once_differentiable(std::move(out), held<::torch::autograd::edge_list>(ctx->saved_data["inputs"]), where);
   }
 };
 
@@ -383,68 +644,106 @@ struct LinearLossFunction : ::torch::autograd::Function<LinearLossFunction> {
 
 /// The R-Drop loss of a duplicated batch (rdrop::RDropLoss) as a scalar
 /// tensor with a gradient function: `logits` [2B, C] or [2B, T, C] (float,
-/// double, bfloat16, half; copies placed as options.layout says), `labels`
-/// int64 once per sample (B or B·T) or once per row (2B or 2B·T), `mask`
-/// optional (any dtype, non-zero = keep, once per sample or per row). The
-/// gradient reaches both copies; backward scales it by grad_output.
-/// Memory: the forward saves one gradient of the logits' size (in their
-/// dtype) for the backward, and nothing else; see rdrop_loss_ for none.
+/// double, bfloat16, half; copies placed as options.layout says; any
+/// strided view), `labels` int64 (or int32) once per sample ([B] or
+/// [B, T]) or once per row ([2B] or [2B, T]), `mask` optional (any dtype,
+/// non-zero = keep, the labels' shape). The gradient reaches both copies;
+/// backward scales it by grad_output.
+/// Memory: float and double save one gradient of the logits' size for the
+/// backward; 2-byte logits save nothing but the inputs, and the backward
+/// computes the gradient at grad_output's scale, rounded once (a second
+/// sweep). With grad mode off or logits that do not require grad, only
+/// the value is computed.
 inline at::Tensor rdrop_loss(const at::Tensor& logits, const at::Tensor& labels, const RDropLossOptions& options = {},
                              const at::Tensor& mask = {}) {
-  return detail::RDropLossFunction::apply(logits, labels, detail::OptionalTensor(mask), options, false);
+  return detail::call<detail::RDropSpec>(logits, labels, mask, options, false, "rdrop::torch::rdrop_loss");
 }
 
-/// rdrop_loss that writes the gradient over the logits (contiguous) in the
-/// forward pass and keeps it there for the backward: no logits-sized
-/// buffer. The logits' values are gone after the call; their version
-/// counter is bumped, so an autograd node that saved them for its own
-/// backward (e.g. a log_softmax taken for accuracy) fails loudly rather
-/// than reading the gradient.
+/// rdrop_loss that writes the gradient (times options.loss_scale) over the
+/// logits (contiguous) in the forward pass and keeps it there for the
+/// backward: no logits-sized buffer. The logits' values are gone after
+/// the call; their version counter is bumped, so an autograd node that
+/// saved them for its own backward (e.g. a log_softmax taken for accuracy)
+/// fails loudly rather than reading the gradient. Refuses what torch's
+/// in-place ops refuse (a leaf that requires grad, a view of one, ...).
+/// With grad mode off or logits that do not require grad, the logits are
+/// left alone and only the value is computed.
 inline at::Tensor rdrop_loss_(const at::Tensor& logits, const at::Tensor& labels, const RDropLossOptions& options = {},
                               const at::Tensor& mask = {}) {
-  return detail::RDropLossFunction::apply(logits, labels, detail::OptionalTensor(mask), options, true);
+  return detail::call<detail::RDropSpec>(logits, labels, mask, options, true, "rdrop::torch::rdrop_loss_");
 }
 
 /// The multi-label R-Drop loss (rdrop::RDropMultiLabelLoss): binary
 /// cross-entropy from logits on both copies plus α·Bernoulli symmetric KL;
-/// `targets` [B or 2B (x T), K] in [0, 1]. Memory as rdrop_loss.
+/// `targets` in [0, 1] with the logits' shape, once per sample ([B, K],
+/// [B, T, K]) or per row ([2B, K], [2B, T, K]); they get no gradient (one
+/// that requires grad is refused: pass targets.detach()). Memory and modes
+/// as rdrop_loss.
 inline at::Tensor multi_label_loss(const at::Tensor& logits, const at::Tensor& targets,
                                    const MultiLabelLossOptions& options = {}, const at::Tensor& mask = {}) {
-  return detail::RowTargetFunction<RDropMultiLabelLoss, MultiLabelOptions>::apply(
-      logits, targets, detail::OptionalTensor(mask), options, false, "rdrop::torch::multi_label_loss");
+  return detail::call<detail::MultiLabelSpec>(logits, targets, mask, options, false, "rdrop::torch::multi_label_loss");
 }
 /// multi_label_loss writing its gradient over the logits (see rdrop_loss_).
 inline at::Tensor multi_label_loss_(const at::Tensor& logits, const at::Tensor& targets,
                                     const MultiLabelLossOptions& options = {}, const at::Tensor& mask = {}) {
-  return detail::RowTargetFunction<RDropMultiLabelLoss, MultiLabelOptions>::apply(
-      logits, targets, detail::OptionalTensor(mask), options, true, "rdrop::torch::multi_label_loss_");
+  return detail::call<detail::MultiLabelSpec>(logits, targets, mask, options, true, "rdrop::torch::multi_label_loss_");
 }
 
 /// The regression R-Drop loss (rdrop::RDropRegressionLoss): squared error
-/// on both copies plus α·squared distance between them; `targets` [B or 2B
-/// (x T), K]. Memory as rdrop_loss.
+/// on both copies plus α·squared distance between them; `targets` as for
+/// multi_label_loss. Memory and modes as rdrop_loss.
 inline at::Tensor regression_loss(const at::Tensor& outputs, const at::Tensor& targets,
                                   const RegressionLossOptions& options = {}, const at::Tensor& mask = {}) {
-  return detail::RowTargetFunction<RDropRegressionLoss, RegressionOptions>::apply(
-      outputs, targets, detail::OptionalTensor(mask), options, false, "rdrop::torch::regression_loss");
+  return detail::call<detail::RegressionSpec>(outputs, targets, mask, options, false, "rdrop::torch::regression_loss");
 }
 /// regression_loss writing its gradient over the outputs (see rdrop_loss_).
 inline at::Tensor regression_loss_(const at::Tensor& outputs, const at::Tensor& targets,
                                    const RegressionLossOptions& options = {}, const at::Tensor& mask = {}) {
-  return detail::RowTargetFunction<RDropRegressionLoss, RegressionOptions>::apply(
-      outputs, targets, detail::OptionalTensor(mask), options, true, "rdrop::torch::regression_loss_");
+  return detail::call<detail::RegressionSpec>(outputs, targets, mask, options, true, "rdrop::torch::regression_loss_");
 }
 
 /// The output layer fused with the R-Drop loss (rdrop::RDropLinearLoss):
 /// the loss of logits hidden·weightᵀ + bias, never holding the logits.
 /// `hidden` [2B, D] or [2B, T, D], `weight` [V, D], `bias` [V] or undefined
-/// (none); float or double. Gradients for hidden, weight and bias; the
-/// forward saves those three (the inputs' sizes, not the logits').
+/// (none); float or double; any strided views. `labels` and `mask` as for
+/// rdrop_loss, shaped after `hidden`. Gradients for hidden, weight and
+/// bias; the forward saves those three (the inputs' sizes, not the
+/// logits'). The chunk buffers (at most options.chunk_bytes) are kept per
+/// thread and dtype between calls, as a loss object of the Eigen API
+/// keeps them; release_linear_buffers() frees them.
 inline at::Tensor linear_loss(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& bias,
                               const at::Tensor& labels, const LinearLossTorchOptions& options = {},
                               const at::Tensor& mask = {}) {
+  constexpr const char* where = detail::LinearLossFunction::where;
+  detail::check_cpu(hidden, where, "hidden");
+  detail::check_cpu(weight, where, "weight");
+  if (bias.defined()) detail::check_cpu(bias, where, "bias");
+  detail::check_cpu(labels, where, "labels");
+  if (mask.defined()) detail::check_cpu(mask, where, "mask");
+  TORCH_CHECK(weight.scalar_type() == hidden.scalar_type() && (!bias.defined() || bias.scalar_type() == hidden.scalar_type()),
+              where, ": arguments 'hidden', 'weight' and 'bias' must have one dtype; got ", hidden.scalar_type(), ", ",
+              weight.scalar_type(), bias.defined() ? ", " : "", bias.defined() ? c10::toString(bias.scalar_type()) : "");
+  detail::check_rank(hidden, where, "hidden", "[2B, D] or [2B, T, D]");
+  TORCH_CHECK(weight.dim() == 2, where, ": argument 'weight' has shape ", weight.sizes(), "; expected [V, D]");
+  TORCH_CHECK(!bias.defined() || bias.dim() == 1, where, ": argument 'bias' has shape ", bias.sizes(), "; expected [V]");
+  detail::check_per_sample_or_row(labels, hidden, false, where, "labels", "hidden");
+  if (mask.defined()) detail::check_per_sample_or_row(mask, hidden, false, where, "mask", "hidden");
+  const at::Tensor m = detail::mask_of(mask);
+  if (!detail::wants_grad({hidden, weight, bias})) {
+    const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
+    return detail::loss_tensor(detail::linear_run(hidden.contiguous(), weight.contiguous(), b, labels, m, options,
+                                                  detail::LinearGradients{}, where),
+                               hidden);
+  }
   return detail::LinearLossFunction::apply(hidden, weight, detail::OptionalTensor(bias), labels,
-                                           detail::OptionalTensor(mask), options);
+                                           detail::OptionalTensor(m), options);
+}
+
+/// Frees the calling thread's chunk buffers of linear_loss (float and
+/// double); the next call allocates them again.
+inline void release_linear_buffers() {
+  detail::linear_buffers<float>() = std::make_shared<rdrop::detail::LinearWorkspace<float>>();
+  detail::linear_buffers<double>() = std::make_shared<rdrop::detail::LinearWorkspace<double>>();
 }
 
 }  // namespace rdrop::torch

@@ -12,10 +12,19 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+// Under the sanitizers (RDROP_SANITIZE_TESTS): stop at the first report.
+// libtorch keeps allocations for the process's life: leaks are not checked.
+#if defined(__SANITIZE_ADDRESS__)
+extern "C" const char* __asan_default_options() { return "detect_leaks=0:abort_on_error=1"; }
+extern "C" const char* __ubsan_default_options() { return "print_stacktrace=1:halt_on_error=1"; }
+#endif
 
 namespace {
 
@@ -367,7 +376,7 @@ TEST_CASE("Bad input throws errors naming the argument", "[torch][errors]") {
   CHECK_THROWS_WITH(rdrop::torch::rdrop_loss(x.to(at::kInt), y), Catch::Contains("argument 'logits' has dtype"));
   CHECK_THROWS_AS(rdrop::torch::rdrop_loss(x, torch::randint(0, 5, {3}, torch::kLong)), std::invalid_argument);
   CHECK_THROWS_WITH(rdrop::torch::rdrop_loss(x, torch::randint(0, 5, {3}, torch::kLong)),
-                    Catch::Contains("argument 'labels' has 3 entries"));
+                    Catch::Contains("argument 'labels' has shape [3]; expected [4] (one per sample) or [8] (one per row)"));
   CHECK_THROWS_WITH(rdrop::torch::rdrop_loss(torch::randn({7, 5}), y), Catch::Contains("odd number"));
   CHECK_THROWS_WITH(rdrop::torch::rdrop_loss(x, torch::tensor({0, 1, 2, 9}, torch::kLong)), Catch::Contains("9"));
   CHECK_THROWS_WITH(rdrop::torch::linear_loss(torch::randn({8, 3}), torch::randn({5, 4}), at::Tensor(), y),
@@ -407,5 +416,464 @@ TEST_CASE("Edge inputs: an empty batch, logits near 1e4, a class at -inf", "[tor
     CHECK(close(value, want, 1e-6));
     CHECK(grad.select(1, 0).abs().max().item<float>() == 0.f);
     CHECK(close(grad.slice(1, 1, 10), want_grad, 1e-6));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// torch's rules: views, autograd modes, in place, shapes (issue 22).
+
+namespace {
+
+/// An as_strided layout of `sizes`: strides drawn per dimension among 0
+/// (expanded), packed, overlapping (smaller than packed) and gapped
+/// (larger), with an offset; `storage` is the smallest storage that holds it.
+struct Layout2 {
+  std::vector<int64_t> sizes, strides;
+  int64_t offset = 0, storage = 1;
+};
+
+Layout2 draw_layout(const std::vector<int64_t>& sizes, std::mt19937& rng) {
+  Layout2 l;
+  l.sizes = sizes;
+  l.strides.resize(sizes.size());
+  int64_t packed = 1;
+  for (std::size_t i = sizes.size(); i-- > 0;) {
+    switch (std::uniform_int_distribution<int>(0, 4)(rng)) {
+      case 0: l.strides[i] = 0; break;                                                              // expanded
+      case 1: l.strides[i] = packed; break;                                                         // contiguous
+      case 2: l.strides[i] = std::uniform_int_distribution<int64_t>(1, std::max<int64_t>(1, packed))(rng); break;  // overlapping
+      case 3: l.strides[i] = packed + std::uniform_int_distribution<int64_t>(1, 3)(rng); break;    // gapped
+      default: l.strides[i] = std::uniform_int_distribution<int64_t>(1, 9)(rng); break;           // anything
+    }
+    packed *= std::max<int64_t>(sizes[i], 1);
+  }
+  l.offset = std::uniform_int_distribution<int64_t>(0, 3)(rng);
+  int64_t last = l.offset;
+  bool empty = false;
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    empty = empty || sizes[i] == 0;
+    last += (std::max<int64_t>(sizes[i], 1) - 1) * l.strides[i];
+  }
+  l.storage = empty ? l.offset + 1 : last + 1;
+  return l;
+}
+
+at::Tensor view_of(const at::Tensor& storage, const Layout2& l) {
+  return storage.as_strided(l.sizes, l.strides, l.offset);
+}
+
+/// Value and gradient (w.r.t. the storage) of f applied to a view of a
+/// storage that requires grad; `contiguous`: f gets the view's values made
+/// contiguous instead, which is what every view must read as.
+std::pair<at::Tensor, at::Tensor> through_view(const at::Tensor& values, const Layout2& l, bool contiguous,
+                                               const std::function<at::Tensor(const at::Tensor&)>& f) {
+  const at::Tensor storage = values.detach().clone().requires_grad_(true);
+  const at::Tensor v = view_of(storage * 1, l);  // a view of a non-leaf: allowed in place
+  const at::Tensor loss = f(contiguous ? v.contiguous() : v);
+  loss.backward();
+  return {loss.detach(), storage.grad()};
+}
+
+bool same(const at::Tensor& a, const at::Tensor& b) {
+  return a.defined() == b.defined() && (!a.defined() || (a.sizes() == b.sizes() && at::equal(a, b)));
+}
+
+/// A grad_fn that raises when differentiated through.
+template <typename F>
+std::string second_derivative_error(F&& second) {
+  try {
+    second();
+  } catch (const std::exception& e) {  // torch's Error node throws std::runtime_error
+    return e.what();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+TEST_CASE("Every strided view reads as its values made contiguous: random as_strided layouts of logits, "
+          "labels, targets and masks for every function",
+          "[torch][views]") {
+  std::mt19937 rng(2026);
+  const int trials = 600;
+  int compared = 0, refused_in_place = 0;
+  for (int trial = 0; trial < trials; ++trial) {
+    const int64_t b = std::uniform_int_distribution<int64_t>(0, 3)(rng);
+    const int64_t c = std::uniform_int_distribution<int64_t>(1, 6)(rng);
+    const bool rank3 = std::uniform_int_distribution<int>(0, 2)(rng) == 0;
+    const int64_t t = rank3 ? std::uniform_int_distribution<int64_t>(1, 3)(rng) : 1;
+    const int function = std::uniform_int_distribution<int>(0, 6)(rng);
+    const bool per_row = std::uniform_int_distribution<int>(0, 1)(rng) == 1;
+    const bool with_mask = std::uniform_int_distribution<int>(0, 1)(rng) == 1;
+    const auto dtype = function <= 1 && std::uniform_int_distribution<int>(0, 3)(rng) == 0 ? at::kBFloat16 : at::kDouble;
+    CAPTURE(trial, b, c, rank3, t, function, per_row, with_mask, c10::toString(dtype));
+
+    std::vector<int64_t> x_sizes{2 * b}, row_sizes{per_row ? 2 * b : b};
+    if (rank3) {
+      x_sizes.push_back(t);
+      row_sizes.push_back(t);
+    }
+    const int64_t width = function == 5 ? 4 : c;  // linear_loss: hidden size 4, c classes
+    x_sizes.push_back(width);
+    const Layout2 xl = draw_layout(x_sizes, rng), yl = draw_layout(row_sizes, rng), ml = draw_layout(row_sizes, rng);
+    std::vector<int64_t> target_sizes = row_sizes;
+    target_sizes.push_back(c);
+    const Layout2 tl = draw_layout(target_sizes, rng);
+    const Layout2 wl = draw_layout({c, 4}, rng);
+    CAPTURE(xl.strides, yl.strides, ml.strides, tl.strides, wl.strides);
+
+    torch::manual_seed(static_cast<uint64_t>(trial));
+    const at::Tensor x_values = (2 * torch::randn({xl.storage}, torch::kDouble)).to(dtype);
+    const at::Tensor labels = view_of(torch::randint(0, c, {yl.storage}, torch::kLong), yl);
+    const at::Tensor mask = with_mask ? view_of(torch::randint(0, 3, {ml.storage}).to(torch::kFloat), ml) : at::Tensor();
+    const at::Tensor targets = view_of(torch::rand({tl.storage}, torch::kDouble), tl);
+    const at::Tensor weight = view_of(torch::randn({wl.storage}, torch::kDouble), wl);
+    rdrop::torch::RDropLossOptions o;
+    o.alpha = 0.9;
+    o.divergence = static_cast<Divergence>(trial % 3);
+    o.layout = trial % 2 ? Layout::Stacked : Layout::Interleaved;
+    const auto apply = [&](const at::Tensor& z, bool contiguous) -> at::Tensor {
+      const at::Tensor y = contiguous ? labels.contiguous() : labels;
+      const at::Tensor m = mask.defined() && contiguous ? mask.contiguous() : mask;
+      switch (function) {
+        case 0: return rdrop::torch::rdrop_loss(z, y, o, m);
+        case 1: return rdrop::torch::rdrop_loss_(z, y, o, m);
+        case 2: return rdrop::torch::multi_label_loss(z, contiguous ? targets.contiguous() : targets, {}, m);
+        case 3: return rdrop::torch::regression_loss(z, contiguous ? targets.contiguous() : targets, {}, m);
+        case 4: return rdrop::torch::regression_loss_(z, contiguous ? targets.contiguous() : targets, {}, m);
+        case 5: {
+          rdrop::torch::LinearLossTorchOptions lo;
+          lo.alpha = 0.9;
+          return rdrop::torch::linear_loss(z, contiguous ? weight.contiguous() : weight, at::Tensor(), y, lo, m);
+        }
+        default: return rdrop::torch::rdrop_loss(z.transpose(0, 0), y, o, m);
+      }
+    };
+    const bool in_place = function == 1 || function == 4;
+    const auto want = through_view(x_values, xl, true, [&](const at::Tensor& z) { return apply(z, true); });
+    if (in_place && !view_of(x_values, xl).is_contiguous()) {
+      // Only a contiguous tensor can hold its own gradient: refused, untouched.
+      const at::Tensor storage = x_values.clone();
+      const at::Tensor v = view_of(storage, xl);
+      const at::Tensor z = v.detach().requires_grad_(false);
+      (void)z;
+      const at::Tensor leaf = x_values.clone().requires_grad_(true);
+      const at::Tensor nonleaf = leaf * 1;
+      const at::Tensor before = nonleaf.detach().clone();
+      CHECK_THROWS_WITH(apply(view_of(nonleaf, xl), false), Catch::Contains("must be contiguous"));
+      CHECK(at::equal(nonleaf.detach(), before));
+      ++refused_in_place;
+      continue;
+    }
+    const auto got = through_view(x_values, xl, false, [&](const at::Tensor& z) { return apply(z, false); });
+    CHECK(same(got.first, want.first));
+    CHECK(same(got.second, want.second));
+    ++compared;
+  }
+  CHECK(compared > trials / 2);
+  CHECK(refused_in_place > 0);
+}
+
+TEST_CASE("Stride-0 and overlapping logits: the values torch holds, never memory past the storage", "[torch][views]") {
+  const int64_t b = 3, c = 7;
+  torch::manual_seed(3);
+  const at::Tensor row = torch::randn({c}, torch::kDouble);
+  const at::Tensor y = torch::randint(0, c, {b}, torch::kLong);
+  const auto reference = [&](const at::Tensor& z) { return torch_rdrop(z, y, {}); };
+  SECTION("one row expanded to 2B rows (the issue's 1.7e175)") {
+    const auto [v, g] = value_and_grad(row, [&](const at::Tensor& r) { return rdrop::torch::rdrop_loss(r.expand({2 * b, c}), y); });
+    const auto [want, want_g] = value_and_grad(row, [&](const at::Tensor& r) { return reference(r.expand({2 * b, c})); });
+    CHECK(close(v, want, 1e-12));
+    CHECK(close(g, want_g, 1e-12));
+  }
+  SECTION("an expanded row inside a bigger buffer, and unfold's overlapping rows") {
+    const at::Tensor buffer = torch::randn({64}, torch::kDouble);
+    const auto [v, g] = value_and_grad(buffer, [&](const at::Tensor& s) {
+      return rdrop::torch::rdrop_loss(s.slice(0, 10, 10 + c).expand({2 * b, c}), y);
+    });
+    const auto [want, want_g] =
+        value_and_grad(buffer, [&](const at::Tensor& s) { return reference(s.slice(0, 10, 10 + c).expand({2 * b, c})); });
+    CHECK(close(v, want, 1e-12));
+    CHECK(close(g, want_g, 1e-12));
+    const auto [vu, gu] = value_and_grad(buffer, [&](const at::Tensor& s) {
+      return rdrop::torch::rdrop_loss(s.unfold(0, c, 2).slice(0, 0, 2 * b), y);
+    });
+    const auto [wu, wgu] =
+        value_and_grad(buffer, [&](const at::Tensor& s) { return reference(s.unfold(0, c, 2).slice(0, 0, 2 * b)); });
+    CHECK(close(vu, wu, 1e-12));
+    CHECK(close(gu, wgu, 1e-12));
+  }
+  SECTION("a [2B, 1] column expanded from one value") {
+    const at::Tensor one = torch::randn({1, 1}, torch::kDouble);
+    const at::Tensor yz = torch::zeros({b}, torch::kLong);
+    const auto [v, g] = value_and_grad(one, [&](const at::Tensor& s) { return rdrop::torch::rdrop_loss(s.expand({2 * b, 1}), yz); });
+    const auto [want, want_g] =
+        value_and_grad(one, [&](const at::Tensor& s) { return torch_rdrop(s.expand({2 * b, 1}), yz, {}); });
+    CHECK(close(v, want, 1e-12));
+    CHECK(close(g, want_g, 1e-12));
+  }
+}
+
+TEST_CASE("Differentiating through rdrop's backward raises, for every function; first-order gradients under "
+          "create_graph stay exact",
+          "[torch][double_backward]") {
+  const int64_t b = 3, c = 5, d = 4;
+  torch::manual_seed(8);
+  const at::Tensor h = torch::randn({2 * b, d}, torch::kDouble);
+  const at::Tensor y = torch::randint(0, c, {b}, torch::kLong);
+  const at::Tensor targets = torch::rand({b, c}, torch::kDouble);
+  using LossOf = std::function<at::Tensor(const at::Tensor& logits)>;
+  const std::vector<std::pair<std::string, LossOf>> losses{
+      {"rdrop_loss", [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z, y); }},
+      {"rdrop_loss_", [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss_(z * 1, y); }},
+      {"multi_label_loss", [&](const at::Tensor& z) { return rdrop::torch::multi_label_loss(z, targets); }},
+      {"multi_label_loss_", [&](const at::Tensor& z) { return rdrop::torch::multi_label_loss_(z * 1, targets); }},
+      {"regression_loss", [&](const at::Tensor& z) { return rdrop::torch::regression_loss(z, targets); }},
+      {"regression_loss_", [&](const at::Tensor& z) { return rdrop::torch::regression_loss_(z * 1, targets); }},
+      {"rdrop_loss bfloat16", [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z.to(at::kBFloat16), y); }},
+  };
+  for (const auto& [name, loss_of] : losses) {
+    CAPTURE(name);
+    const at::Tensor w = torch::randn({c, d}, torch::kDouble).requires_grad_(true);
+    // A gradient penalty through a layer: ‖∂L/∂W‖² needs L's Hessian.
+    const at::Tensor loss = loss_of(at::matmul(h, w.t()));
+    const at::Tensor gw = torch::autograd::grad({loss}, {w}, {}, true, true)[0];
+    const at::Tensor plain_w = w.detach().clone().requires_grad_(true);
+    loss_of(at::matmul(h, plain_w.t())).backward();
+    CHECK(close(gw.detach(), plain_w.grad(), 1e-15));  // create_graph changes nothing at first order
+    const std::string error = second_derivative_error([&] { gw.pow(2).sum().backward(); });
+    CHECK_THAT(error, Catch::Contains("once_differentiable") && Catch::Contains("rdrop::torch::"));
+    // A Hessian-vector product on logits 2z (the in-place variant gave 4v).
+    const at::Tensor z = torch::randn({2 * b, c}, torch::kDouble).requires_grad_(true);
+    const at::Tensor gz = torch::autograd::grad({loss_of(2 * z)}, {z}, {}, true, true)[0];
+    CHECK_THAT(second_derivative_error([&] { torch::autograd::grad({(gz * torch::ones_like(gz)).sum()}, {z}); }),
+               Catch::Contains("once_differentiable"));
+  }
+  SECTION("linear_loss") {
+    const at::Tensor w = torch::randn({c, d}, torch::kDouble).requires_grad_(true);
+    const at::Tensor hh = h.clone().requires_grad_(true);
+    const at::Tensor gw = torch::autograd::grad({rdrop::torch::linear_loss(hh, w, at::Tensor(), y)}, {w}, {}, true, true)[0];
+    CHECK_THAT(second_derivative_error([&] { gw.pow(2).sum().backward(); }), Catch::Contains("once_differentiable"));
+  }
+}
+
+TEST_CASE("2-byte gradients under loss scaling are rounded once: the float gradient scaled in float, then "
+          "rounded to the logits' dtype",
+          "[torch][two_byte]") {
+  const auto dtype = GENERATE(at::kBFloat16, at::kHalf);
+  const double scale = GENERATE(3.7, 1024.0);
+  CAPTURE(c10::toString(dtype), scale);
+  const int64_t b = 256, c = 1000;
+  torch::manual_seed(12);
+  const at::Tensor base = 4 * torch::randn({b, c});
+  const at::Tensor x = at::cat({base, base + 0.05 * torch::randn({b, c})}).to(dtype);
+  at::Tensor y = torch::randint(0, c, {b}, torch::kLong);
+  y.slice(0, 0, b / 4).fill_(-100);  // unlabeled pairs: divergence only, small gradients
+  rdrop::torch::RDropLossOptions o;
+  o.layout = Layout::Stacked;
+  o.normalization = Normalization::Mean;
+
+  // The float gradient at the scale (rdrop's float sweep on the widened
+  // logits, the scale in its weights: tests/test_two_byte.cpp checks it
+  // against the exact gradient), rounded once to the 2-byte type: what the
+  // adapter must deliver, bitwise.
+  const at::Tensor xf = x.to(at::kFloat).contiguous();
+  at::Tensor at_scale = torch::empty_like(xf);
+  {
+    using MatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const Eigen::Map<const MatrixF> xm(xf.data_ptr<float>(), xf.size(0), xf.size(1));
+    Eigen::Map<MatrixF> gm(at_scale.data_ptr<float>(), xf.size(0), xf.size(1));
+    const Eigen::Map<const Eigen::Matrix<int64_t, Eigen::Dynamic, 1>> ym(y.data_ptr<int64_t>(), y.numel());
+    rdrop::RDropOptions<float> eo;
+    eo.layout = o.layout;
+    eo.normalization = o.normalization;
+    rdrop::RDropLoss<float>(eo).WithGradientScale(static_cast<float>(scale)).Gradient(xm, ym, gm);
+  }
+  const at::Tensor once = at_scale.to(dtype);
+  // Against the exact gradient (double, from the same 2-byte values) times
+  // the scale: one rounding moves an entry by at most half a unit in its
+  // last place, plus what float arithmetic is off by there. Rounding twice
+  // moves entries further (bfloat16 at 3.7: 12.8 % of them before this was
+  // fixed).
+  const auto [dv, dg] = value_and_grad(x.to(at::kDouble), [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z, y, o); });
+  const auto [fv, fg] = value_and_grad(xf, [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z, y, o); });
+  const at::Tensor exact = dg * scale;
+  const at::Tensor float_error = (at_scale.to(at::kDouble) - exact).abs();
+  const int digits = dtype == at::kBFloat16 ? 8 : 11, min_exponent = dtype == at::kBFloat16 ? -126 : -14;
+  const at::Tensor exponent = at::floor(at::log2(exact.abs())).clamp_min(min_exponent);
+  const at::Tensor half_ulp = at::pow(2.0, exponent - digits);  // half of 2^(e - digits + 1)
+  const at::Tensor bound = half_ulp + float_error + 1e-300;
+  const auto beyond_one_rounding = [&](const at::Tensor& got) {
+    return ((got.to(at::kDouble) - exact).abs() > bound).sum().item<int64_t>();
+  };
+  CHECK(beyond_one_rounding(once) == 0);  // the bound admits a correct rounding
+  const auto rounded_once = [&](const at::Tensor& got) {
+    CHECK(got.scalar_type() == dtype);
+    CHECK(at::equal(got, once));
+    CHECK(beyond_one_rounding(got) == 0);
+  };
+
+  SECTION("rdrop_loss: any grad_output") {
+    const auto [v, g] = value_and_grad(x, [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z, y, o) * scale; });
+    CHECK(v.item<double>() == Approx(fv.item<double>() * scale).epsilon(1e-6));
+    CHECK(v.item<double>() == Approx(dv.item<double>() * scale).epsilon(1e-5));
+    rounded_once(g);
+    // Nothing flushed to 0 that one rounding keeps.
+    const double smallest = dtype == at::kBFloat16 ? std::ldexp(1.0, -133) : std::ldexp(1.0, -24);
+    CHECK((g.eq(0) & exact.abs().ge(smallest)).sum().item<int64_t>() == 0);
+  }
+  SECTION("rdrop_loss_: loss_scale announces the scale; another grad_output is refused") {
+    rdrop::torch::RDropLossOptions scaled_o = o;
+    scaled_o.loss_scale = scale;
+    const at::Tensor leaf = x.clone().requires_grad_(true);
+    const at::Tensor z = leaf * 1;
+    (rdrop::torch::rdrop_loss_(z, y, scaled_o) * scale).backward();
+    rounded_once(leaf.grad());
+
+    const at::Tensor leaf2 = x.clone().requires_grad_(true);
+    const at::Tensor z2 = leaf2 * 1;
+    const at::Tensor wrong = rdrop::torch::rdrop_loss_(z2, y, o) * scale;  // loss_scale 1
+    CHECK_THROWS_WITH(wrong.backward(), Catch::Contains("round it twice") && Catch::Contains("loss_scale"));
+  }
+}
+
+TEST_CASE("In place refuses what torch's in-place ops refuse, leaving the logits untouched", "[torch][in_place]") {
+  const int64_t b = 2, c = 5;
+  const at::Tensor x = logits_of(2 * b, c, at::kFloat, 31);
+  const at::Tensor y = torch::randint(0, c, {b}, torch::kLong);
+  const at::Tensor targets = torch::rand({b, c});
+  const auto refuses = [&](const at::Tensor& logits, const std::string& message) {
+    const at::Tensor before = logits.detach().clone();
+    CHECK_THROWS_WITH(rdrop::torch::rdrop_loss_(logits, y), Catch::Contains(message));
+    CHECK_THROWS_WITH(rdrop::torch::multi_label_loss_(logits, targets), Catch::Contains(message));
+    CHECK_THROWS_WITH(rdrop::torch::regression_loss_(logits, targets), Catch::Contains(message));
+    CHECK(at::equal(logits.detach(), before));
+    // torch's own in-place op refuses it too.
+    CHECK_THROWS(logits.mul_(2));
+  };
+  SECTION("a leaf that requires grad") { refuses(x.clone().requires_grad_(true), "a leaf Variable that requires grad"); }
+  SECTION("a view of a leaf that requires grad") {
+    const at::Tensor leaf = x.clone().requires_grad_(true);
+    refuses(leaf.view({2 * b, c}), "a view of a leaf Variable");
+  }
+  SECTION("one of several views returned by one op (chunk)") {
+    const at::Tensor nonleaf = at::cat({x, x}).requires_grad_(true) * 1;
+    refuses(nonleaf.chunk(2, 0)[0], "modified inplace");
+  }
+  SECTION("a view made in no-grad mode of a tensor that requires grad") {
+    const at::Tensor nonleaf = x.clone().requires_grad_(true) * 1;
+    at::Tensor view;
+    {
+      const torch::NoGradGuard no_grad;
+      view = nonleaf.view({2 * b, c});
+    }
+    refuses(view, "no_grad mode");
+  }
+  SECTION("a loss_scale of 0 or infinity") {
+    const at::Tensor z = x.clone().requires_grad_(true) * 1;
+    const at::Tensor before = z.detach().clone();
+    rdrop::torch::RDropLossOptions o;
+    o.loss_scale = 0;
+    CHECK_THROWS_AS(rdrop::torch::rdrop_loss_(z, y, o), std::invalid_argument);
+    o.loss_scale = std::numeric_limits<double>::infinity();
+    CHECK_THROWS_WITH(rdrop::torch::rdrop_loss_(z, y, o), Catch::Contains("loss_scale"));
+    CHECK(at::equal(z.detach(), before));
+  }
+  SECTION("float logits: a grad_output other than loss_scale rescales the gradient") {
+    const auto [value, grad] = value_and_grad(x, [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z, y); });
+    const at::Tensor leaf = x.clone().requires_grad_(true);
+    (rdrop::torch::rdrop_loss_(leaf * 1, y) * 3.0).backward();
+    CHECK(close(leaf.grad(), 3.0 * grad, 1e-6));
+  }
+}
+
+TEST_CASE("Shapes are checked, not only counts; undefined tensors name the function and the argument; errors "
+          "leave everything untouched",
+          "[torch][errors]") {
+  const int64_t b = 2, t = 3, c = 5;
+  const at::Tensor x2 = torch::randn({2 * b, c});
+  const at::Tensor x3 = torch::randn({2 * b, t, c});
+  const auto invalid = [](auto&& f, const std::string& message) {
+    CHECK_THROWS_AS(f(), std::invalid_argument);
+    CHECK_THROWS_WITH(f(), Catch::Contains(message));
+  };
+  // A [B, 2] mask holds B·2 = 2B entries, but it is no per-row mask.
+  invalid([&] { return rdrop::torch::rdrop_loss(x2, torch::zeros({b}, torch::kLong), {}, torch::ones({b, 2})); },
+          "argument 'mask' has shape [2, 2]; expected [2] (one per sample) or [4] (one per row)");
+  // [T, B] labels for [2B, T, C] logits.
+  invalid([&] { return rdrop::torch::rdrop_loss(x3, torch::zeros({t, b}, torch::kLong)); },
+          "argument 'labels' has shape [3, 2]; expected [2, 3] (one per sample) or [4, 3] (one per row)");
+  // Flattened labels for a rank-3 batch.
+  invalid([&] { return rdrop::torch::rdrop_loss(x3, torch::zeros({b * t}, torch::kLong)); }, "argument 'labels' has shape [6]");
+  invalid([&] { return rdrop::torch::multi_label_loss(x2, torch::zeros({c, b})); }, "argument 'targets' has shape [5, 2]");
+  invalid([&] { return rdrop::torch::regression_loss(x3, torch::zeros({b, c})); }, "argument 'targets' has shape [2, 5]");
+  invalid([&] { return rdrop::torch::linear_loss(torch::randn({2 * b, 4}), torch::randn({c, 4}), at::Tensor(),
+                                                 torch::zeros({2 * b, 1}, torch::kLong)); },
+          "argument 'labels' has shape [4, 1]; expected [2] (one per sample) or [4] (one per row) for hidden");
+
+  const at::Tensor undefined;
+  const auto names = [](auto&& f, const std::string& function, const std::string& argument) {
+    CHECK_THROWS_AS(f(), c10::Error);
+    CHECK_THROWS_WITH(f(), Catch::Contains(function + ": argument '" + argument + "' is an undefined tensor"));
+  };
+  names([&] { return rdrop::torch::rdrop_loss(undefined, torch::zeros({b}, torch::kLong)); }, "rdrop::torch::rdrop_loss", "logits");
+  names([&] { return rdrop::torch::rdrop_loss_(x2, undefined); }, "rdrop::torch::rdrop_loss_", "labels");
+  names([&] { return rdrop::torch::multi_label_loss(x2, undefined); }, "rdrop::torch::multi_label_loss", "targets");
+  names([&] { return rdrop::torch::regression_loss_(undefined, x2); }, "rdrop::torch::regression_loss_", "logits");
+  names([&] { return rdrop::torch::linear_loss(torch::randn({4, 3}), undefined, at::Tensor(), torch::zeros({2}, torch::kLong)); },
+        "rdrop::torch::linear_loss", "weight");
+  names([&] { return rdrop::torch::linear_loss(torch::randn({4, 3}), torch::randn({5, 3}), at::Tensor(), undefined); },
+        "rdrop::torch::linear_loss", "labels");
+
+  SECTION("targets that require grad are refused (rdrop gives them no gradient)") {
+    const at::Tensor logits = x2.clone().requires_grad_(true);
+    CHECK_THROWS_WITH(rdrop::torch::regression_loss(logits, torch::rand({b, c}).requires_grad_(true)),
+                      Catch::Contains("argument 'targets' requires grad"));
+  }
+  SECTION("an error in place leaves the logits and labels untouched") {
+    const at::Tensor z = x2.clone().requires_grad_(true) * 1;
+    const at::Tensor before = z.detach().clone();
+    const at::Tensor bad = torch::tensor({0, 9}, torch::kLong);  // 9: out of range
+    CHECK_THROWS_AS(rdrop::torch::rdrop_loss_(z, bad), std::invalid_argument);
+    CHECK(at::equal(z.detach(), before));
+    CHECK(at::equal(bad, torch::tensor({0, 9}, torch::kLong)));
+  }
+}
+
+TEST_CASE("With grad mode off or nothing requiring grad, only the value is computed and the in-place variants "
+          "leave the logits alone",
+          "[torch][no_grad]") {
+  const int64_t b = 3, c = 6;
+  const at::Tensor x = logits_of(2 * b, c, at::kFloat, 41);
+  const at::Tensor y = torch::randint(0, c, {b}, torch::kLong);
+  const at::Tensor targets = torch::rand({b, c});
+  const float want = rdrop::torch::rdrop_loss(x.clone().requires_grad_(true), y).item<float>();
+  const auto untouched = [&](const at::Tensor& logits) {
+    const at::Tensor before = logits.detach().clone();
+    const at::Tensor loss = rdrop::torch::rdrop_loss_(logits, y);
+    CHECK(loss.item<float>() == want);
+    CHECK(!loss.requires_grad());
+    CHECK(at::equal(logits.detach(), before));
+    CHECK(!rdrop::torch::multi_label_loss_(logits, targets).requires_grad());
+    CHECK(!rdrop::torch::regression_loss_(logits, targets).requires_grad());
+    CHECK(at::equal(logits.detach(), before));
+  };
+  SECTION("NoGradGuard") {
+    const torch::NoGradGuard no_grad;
+    untouched(x.clone().requires_grad_(true));
+    CHECK(!rdrop::torch::rdrop_loss(x.clone().requires_grad_(true), y).requires_grad());
+    CHECK(!rdrop::torch::linear_loss(torch::randn({2 * b, 4}).requires_grad_(true), torch::randn({c, 4}), at::Tensor(), y)
+               .requires_grad());
+  }
+  SECTION("InferenceMode") {
+    const c10::InferenceMode inference;
+    untouched(x.clone());
+  }
+  SECTION("logits that do not require grad") { untouched(x.clone()); }
+  SECTION("the value-only linear_loss equals the training call's value") {
+    const at::Tensor h = torch::randn({2 * b, 4}), w = torch::randn({c, 4}), bias = torch::randn({c});
+    const float eval = rdrop::torch::linear_loss(h, w, bias, y).item<float>();
+    const float train = rdrop::torch::linear_loss(h.clone().requires_grad_(true), w, bias, y).item<float>();
+    CHECK(eval == train);
   }
 }
