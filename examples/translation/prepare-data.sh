@@ -113,16 +113,17 @@ es_pid=$!
 extract "$en_module" "$tmp/en.raw"
 wait "$es_pid"
 
-# Cleaning, one verse a line: "KEY<TAB>text".
+# Cleaning, one verse a line: "KEY<TAB>text". awk in the C locale: bytes,
+# as Debian's mawk always reads them (gawk would count characters otherwise).
 clean() {  # module lang raw -> stdout
-  awk -v module="$1" -v lang="$2" -v titles_file="$tmp/stats.txt" -f "$here/clean-verses.awk" "$3"
+  LC_ALL=C awk -v module="$1" -v lang="$2" -v titles_file="$tmp/stats.txt" -f "$here/clean-verses.awk" "$3"
 }
 : >"$tmp/stats.txt"
 clean "$es_module" es "$tmp/es.raw" >"$tmp/es.tsv"
 clean "$en_module" en "$tmp/en.raw" >"$tmp/en.tsv"
 
 # Alignment and split.
-awk -F'\t' -v dir="$tmp" -v canon="$canon_table" -f "$here/align-split.awk" "$tmp/en.tsv" "$tmp/es.tsv"
+LC_ALL=C awk -F'\t' -v dir="$tmp" -v canon="$canon_table" -f "$here/align-split.awk" "$tmp/en.tsv" "$tmp/es.tsv"
 end=$(date +%s.%N)
 awk -v a="$start" -v b="$end" 'BEGIN { printf "seconds_extract_clean_align=%.1f\n", b - a }' >>"$tmp/stats.txt"
 
