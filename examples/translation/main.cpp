@@ -685,8 +685,8 @@ int run(const Settings& s) {
   long parameters = 0;
   for (const auto& p : model->parameters()) parameters += static_cast<long>(p.numel());
 
-  std::printf("data: %zu training pairs (%ld longer than %ld pieces or beyond --limit's left out), %zu validation "
-              "(BLEU), %zu test; vocabulary %lld\n",
+  std::printf("data: %zu training pairs (%ld left out as longer than %ld pieces), %zu validation (BLEU), %zu test; "
+              "vocabulary %lld\n",
               data.train.source.size(), data.dropped_long, s.max_len, data.valid.source.size(),
               data.test.source.size(), static_cast<long long>(vocab));
   std::printf("model: transformer %lld+%lld layers, d=%lld, ffn %lld, %lld heads, %s-norm, dropout %g, %ld parameters "
