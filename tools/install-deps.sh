@@ -14,6 +14,8 @@ packages=(
   clang-tidy-14 cppcheck      # tools/hardening.sh: static analysis of the headers
   openmpi-bin libopenmpi-dev  # rdrop::mpi (rdrop/mpi.hpp), the data-parallel classifier and their tests
   libtorch-dev                # rdrop::torch (rdrop/torch.hpp), the torch classifier and their tests
+  diatheke sword-text-sparv sword-text-web  # the translation example's Bible text (Spanish RV1909, English WEB)
+  sentencepiece libsentencepiece-dev        # the translation example's tokenizer (spm_train; the C++ API)
 )
 
 missing=()

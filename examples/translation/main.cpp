@@ -1,0 +1,842 @@
+// Spanish -> English translation on the Bible with R-Drop (issue 24): a
+// transformer encoder-decoder (model.hpp) trained on the data of
+// prepare-data.sh, the loss rdrop::torch::linear_loss (the tied output
+// layer fused with R-Drop's loss), greedy decoding detokenized as
+// SentencePiece does (pieces.hpp), corpus BLEU as sacreBLEU (bleu.hpp).
+// See README.md, "Training".
+//
+//   rdrop_translation --data DIR --run DIR [--alpha 5] [--single-pass] [--quick] ...
+//
+// Every batch is fed twice, stacked [x; x] (Layout::Stacked), with dropout
+// on; the loss is fairseq's R-Drop criterion: label-smoothed cross-entropy
+// (ε = 0.1, fairseq's convention) of both copies plus α times their
+// symmetric KL, padding skipped, divided by the target tokens of one copy
+// (Normalization::Fairseq). --alpha 0 keeps the same two-copy path;
+// --single-pass trains the plain baseline (one copy, torch's own
+// cross-entropy). A checkpoint after every epoch resumes a stopped run.
+#include "../common/cli.hpp"
+#include "bleu.hpp"
+#include "model.hpp"
+#include "pieces.hpp"
+
+#include <rdrop/torch.hpp>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <numeric>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <sys/stat.h>
+#include <utility>
+#include <vector>
+
+namespace {
+
+constexpr const char* kProgram = "rdrop_translation";
+
+struct Settings {
+  std::string data = "build/translation-data";
+  std::string run = "translation-run";
+  double alpha = 5.0;
+  bool single_pass = false;
+  double dropout = 0.3;
+  double attention_dropout = 0.0;
+  double label_smoothing = 0.1;
+  int64_t d_model = 256;
+  int64_t ffn = 1024;
+  int64_t heads = 4;
+  int64_t encoder_layers = 3;
+  int64_t decoder_layers = 3;
+  bool pre_norm = true;
+  double lr = 5e-4;
+  long warmup = 4000;
+  double weight_decay = 1e-4;
+  long max_tokens = 4096;
+  long max_len = 256;
+  long limit = 0;        // training pairs used (0: all)
+  long valid_limit = 0;  // validation pairs decoded for BLEU (0: all)
+  int epochs = 30;
+  int threads = 0;
+  std::uint64_t seed = 1;
+  std::string device = "cpu";
+  int progress = -1;  // -1: when stderr is a terminal
+  bool quick = false;
+  std::string detokenize;  // --detokenize FILE: print its ids decoded, exit
+};
+
+constexpr const char* kUsage =
+    "usage: rdrop_translation [options]\n"
+    "  --data DIR          output of prepare-data.sh (default build/translation-data)\n"
+    "  --run DIR           checkpoints, per-epoch CSV, test output; an existing checkpoint\n"
+    "                      there resumes the run (default translation-run)\n"
+    "  --alpha A           weight of R-Drop's KL term; 0 keeps the two-copy path (default 5)\n"
+    "  --single-pass       plain baseline: each batch fed once, torch's cross-entropy\n"
+    "  --dropout P         dropout on embeddings and sub-layer outputs (default 0.3)\n"
+    "  --attention-dropout P  dropout on attention weights (default 0)\n"
+    "  --label-smoothing E fairseq's convention: 1-E on the label (default 0.1)\n"
+    "  --d-model D --ffn F --heads H --encoder-layers N --decoder-layers N\n"
+    "                      model size (default 256, 1024, 4, 3, 3)\n"
+    "  --post-norm         post-norm layers (the original transformer); default pre-norm\n"
+    "  --lr LR             peak learning rate (default 5e-4)\n"
+    "  --warmup N          linear warm-up updates, then inverse square root (default 4000)\n"
+    "  --weight-decay W    AdamW's decoupled weight decay, as fairseq's adam (default 1e-4)\n"
+    "  --max-tokens N      tokens per batch, padding included, one copy (default 4096)\n"
+    "  --max-len N         training pairs longer than N pieces on a side are left out (default 256)\n"
+    "  --limit N           use the first N training pairs (default: all)\n"
+    "  --valid-limit N     decode the first N validation pairs for BLEU (default: all)\n"
+    "  --epochs N          train until epoch N (default 30)\n"
+    "  --threads T         torch and rdrop threads (default: torch's default)\n"
+    "  --seed S            initialization, batches and dropout (default 1)\n"
+    "  --device cpu|cuda   where the model runs; the loss runs on the CPU (default cpu)\n"
+    "  --progress / --no-progress  the progress bar on stderr (default: when a terminal)\n"
+    "  --detokenize FILE   print the ids of FILE (one sentence a line) as text and exit\n"
+    "  --quick             a smoke run: 300 pairs, d=32, 1+1 layers, 5 epochs, 100\n"
+    "                      validation pairs (other flags still apply after it)\n";
+
+[[noreturn]] void usage_error(const std::string& message) { examples::usage_error(kProgram, kUsage, message); }
+
+template <typename T>
+T number(const std::string& flag, const std::string& text, T low, T high) {
+  return examples::parse_number<T>(kProgram, kUsage, flag, text, low, high);
+}
+
+Settings parse_arguments(int argc, char** argv) {
+  Settings s;
+  bool alpha_given = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--quick") {
+      s.quick = true;
+      s.limit = 300;
+      s.valid_limit = 100;
+      s.d_model = 32;
+      s.ffn = 64;
+      s.heads = 2;
+      s.encoder_layers = 1;
+      s.decoder_layers = 1;
+      s.epochs = 5;
+      s.lr = 3e-3;
+      s.warmup = 20;
+      s.max_tokens = 1024;
+      s.max_len = 128;
+    }
+  }
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::printf("%s", kUsage);
+      std::exit(0);
+    }
+    if (flag == "--quick") continue;
+    if (flag == "--single-pass") { s.single_pass = true; continue; }
+    if (flag == "--post-norm") { s.pre_norm = false; continue; }
+    if (flag == "--progress") { s.progress = 1; continue; }
+    if (flag == "--no-progress") { s.progress = 0; continue; }
+    if (i + 1 >= argc) usage_error(flag.rfind("--", 0) == 0 ? flag + " needs a value" : "unexpected argument '" + flag + "'");
+    const std::string value = argv[++i];
+    if (flag == "--data") s.data = value;
+    else if (flag == "--run") s.run = value;
+    else if (flag == "--detokenize") s.detokenize = value;
+    else if (flag == "--alpha") {
+      s.alpha = number<double>(flag, value, 0, 1e6);
+      alpha_given = true;
+    }
+    else if (flag == "--dropout") s.dropout = number<double>(flag, value, 0, 0.99);
+    else if (flag == "--attention-dropout") s.attention_dropout = number<double>(flag, value, 0, 0.99);
+    else if (flag == "--label-smoothing") s.label_smoothing = number<double>(flag, value, 0, 0.99);
+    else if (flag == "--d-model") s.d_model = number<int64_t>(flag, value, 2, 65536);
+    else if (flag == "--ffn") s.ffn = number<int64_t>(flag, value, 1, 1 << 20);
+    else if (flag == "--heads") s.heads = number<int64_t>(flag, value, 1, 1024);
+    else if (flag == "--encoder-layers") s.encoder_layers = number<int64_t>(flag, value, 0, 1000);
+    else if (flag == "--decoder-layers") s.decoder_layers = number<int64_t>(flag, value, 0, 1000);
+    else if (flag == "--lr") s.lr = number<double>(flag, value, 0, 10);
+    else if (flag == "--warmup") s.warmup = number<long>(flag, value, 0, 1L << 40);
+    else if (flag == "--weight-decay") s.weight_decay = number<double>(flag, value, 0, 10);
+    else if (flag == "--max-tokens") s.max_tokens = number<long>(flag, value, 1, 1L << 40);
+    else if (flag == "--max-len") s.max_len = number<long>(flag, value, 1, 1000);
+    else if (flag == "--limit") s.limit = number<long>(flag, value, 0, 1L << 40);
+    else if (flag == "--valid-limit") s.valid_limit = number<long>(flag, value, 0, 1L << 40);
+    else if (flag == "--epochs") s.epochs = number<int>(flag, value, 1, 1000000);
+    else if (flag == "--threads") s.threads = number<int>(flag, value, 0, 1024);
+    else if (flag == "--seed") s.seed = number<std::uint64_t>(flag, value, 0, std::uint64_t(1) << 52);
+    else if (flag == "--device") {
+      if (value != "cpu" && value != "cuda") usage_error("--device expects cpu or cuda, got '" + value + "'");
+      s.device = value;
+    } else usage_error("unknown option " + flag);
+  }
+  if (s.d_model % s.heads != 0) {
+    usage_error("--d-model (" + std::to_string(s.d_model) + ") must be a multiple of --heads (" +
+                std::to_string(s.heads) + ")");
+  }
+  if (s.single_pass) {
+    if (alpha_given && s.alpha != 0) usage_error("--single-pass trains without R-Drop's KL term: drop --alpha");
+    s.alpha = 0;
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------- data
+
+using Sentence = std::vector<int64_t>;
+
+struct Split {
+  std::vector<Sentence> source, target;  // SentencePiece ids, no BOS/EOS
+  std::vector<std::string> reference;     // clean English text (valid, test)
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw std::runtime_error("cannot read '" + path +
+                             "': prepare the data with examples/translation/prepare-data.sh (and pass --data)");
+  }
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+std::vector<Sentence> ids_of(const std::string& text, const std::string& path, int64_t vocab) {
+  std::vector<Sentence> out;
+  for (const std::string& line : lines_of(text)) {
+    Sentence s;
+    std::istringstream words(line);
+    for (long long id; words >> id;) {
+      if (id < 0 || id >= vocab) {
+        throw std::runtime_error("'" + path + "' line " + std::to_string(out.size() + 1) + " holds id " +
+                                 std::to_string(id) + ", outside the tokenizer's " + std::to_string(vocab) + " pieces");
+      }
+      s.push_back(static_cast<int64_t>(id));
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+/// FNV-1a, 64 bits.
+std::uint64_t fnv1a(const std::string& bytes, std::uint64_t h = 14695981039346656037ull) {
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+struct Data {
+  Split train, valid, test;
+  std::uint64_t hash = 0;
+  long dropped_long = 0;
+};
+
+Data load_data(const Settings& s, int64_t vocab) {
+  Data d;
+  std::uint64_t h = fnv1a(read_file(s.data + "/spm.vocab"), fnv1a(read_file(s.data + "/spm.model")));
+  for (const char* name : {"train", "valid", "test"}) {
+    Split& split = std::string(name) == "train" ? d.train : std::string(name) == "valid" ? d.valid : d.test;
+    const std::string base = s.data + "/" + name;
+    const std::string es = read_file(base + ".es.ids"), en = read_file(base + ".en.ids");
+    h = fnv1a(en, fnv1a(es, h));
+    split.source = ids_of(es, base + ".es.ids", vocab);
+    split.target = ids_of(en, base + ".en.ids", vocab);
+    if (split.source.size() != split.target.size()) {
+      throw std::runtime_error("'" + base + ".es.ids' and '" + base + ".en.ids' have different line counts");
+    }
+    if (std::string(name) != "train") {
+      const std::string text = read_file(base + ".en");
+      h = fnv1a(text, h);
+      split.reference = lines_of(text);
+      if (split.reference.size() != split.source.size()) {
+        throw std::runtime_error("'" + base + ".en' and '" + base + ".es.ids' have different line counts");
+      }
+    }
+  }
+  d.hash = h;
+  // The first --limit training pairs; pairs longer than --max-len left out;
+  // empty sides (prepare-data.sh writes none) left out too.
+  Split kept;
+  const std::size_t n = s.limit > 0 ? std::min(d.train.source.size(), static_cast<std::size_t>(s.limit))
+                                    : d.train.source.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& a = d.train.source[i];
+    const auto& b = d.train.target[i];
+    if (a.empty() || b.empty() || static_cast<long>(a.size()) > s.max_len || static_cast<long>(b.size()) > s.max_len) {
+      ++d.dropped_long;
+      continue;
+    }
+    kept.source.push_back(a);
+    kept.target.push_back(b);
+  }
+  d.train = std::move(kept);
+  if (s.valid_limit > 0 && static_cast<std::size_t>(s.valid_limit) < d.valid.source.size()) {
+    const auto m = static_cast<std::ptrdiff_t>(s.valid_limit);
+    d.valid.source.resize(static_cast<std::size_t>(m));
+    d.valid.target.resize(static_cast<std::size_t>(m));
+    d.valid.reference.resize(static_cast<std::size_t>(m));
+  }
+  if (d.train.source.empty()) throw std::runtime_error("no training pair left (see --limit, --max-len)");
+  return d;
+}
+
+struct Specials {
+  int64_t pad, bos, eos;
+};
+
+struct Batch {
+  at::Tensor source;     // [B, S]: ids, EOS, padding
+  at::Tensor target_in;  // [B, T]: BOS, ids, padding
+  at::Tensor labels;     // [B, T]: ids, EOS, padding
+  int64_t tokens = 0;    // target tokens (labels not padding)
+};
+
+Batch make_batch(const Split& split, const std::vector<std::size_t>& rows, const Specials& sp, const at::Device& device) {
+  std::size_t s_len = 0, t_len = 0;
+  for (std::size_t r : rows) {
+    s_len = std::max(s_len, split.source[r].size() + 1);
+    t_len = std::max(t_len, split.target[r].size() + 1);
+  }
+  const auto b = static_cast<int64_t>(rows.size());
+  at::Tensor source = torch::full({b, static_cast<int64_t>(s_len)}, sp.pad, torch::kLong);
+  at::Tensor target_in = torch::full({b, static_cast<int64_t>(t_len)}, sp.pad, torch::kLong);
+  at::Tensor labels = torch::full({b, static_cast<int64_t>(t_len)}, sp.pad, torch::kLong);
+  auto src = source.accessor<int64_t, 2>();
+  auto tin = target_in.accessor<int64_t, 2>();
+  auto lab = labels.accessor<int64_t, 2>();
+  Batch out;
+  for (int64_t i = 0; i < b; ++i) {
+    const Sentence& x = split.source[rows[static_cast<std::size_t>(i)]];
+    const Sentence& y = split.target[rows[static_cast<std::size_t>(i)]];
+    for (std::size_t j = 0; j < x.size(); ++j) src[i][static_cast<int64_t>(j)] = x[j];
+    src[i][static_cast<int64_t>(x.size())] = sp.eos;
+    tin[i][0] = sp.bos;
+    for (std::size_t j = 0; j < y.size(); ++j) {
+      tin[i][static_cast<int64_t>(j + 1)] = y[j];
+      lab[i][static_cast<int64_t>(j)] = y[j];
+    }
+    lab[i][static_cast<int64_t>(y.size())] = sp.eos;
+    out.tokens += static_cast<int64_t>(y.size() + 1);
+  }
+  out.source = source.to(device);
+  out.target_in = target_in.to(device);
+  out.labels = labels;  // the loss runs on the CPU
+  return out;
+}
+
+/// Groups `order` (rows sorted by length) into batches of at most
+/// max_tokens tokens, padding included (rows × the longest side + 1).
+std::vector<std::vector<std::size_t>> group(const Split& split, const std::vector<std::size_t>& order, long max_tokens) {
+  std::vector<std::vector<std::size_t>> batches;
+  std::vector<std::size_t> current;
+  std::size_t longest = 0;
+  for (std::size_t r : order) {
+    const std::size_t len = std::max(split.source[r].size(), split.target[r].size()) + 1;
+    const std::size_t l = std::max(longest, len);
+    if (!current.empty() && static_cast<long>(l * (current.size() + 1)) > max_tokens) {
+      batches.push_back(std::move(current));
+      current.clear();
+      longest = len;
+    } else {
+      longest = l;
+    }
+    current.push_back(r);
+  }
+  if (!current.empty()) batches.push_back(std::move(current));
+  return batches;
+}
+
+/// Rows sorted by (source length, target length); ties in `order`'s order.
+std::vector<std::size_t> by_length(const Split& split, std::vector<std::size_t> order) {
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return std::make_pair(split.source[a].size(), split.target[a].size()) <
+           std::make_pair(split.source[b].size(), split.target[b].size());
+  });
+  return order;
+}
+
+std::vector<std::size_t> identity(std::size_t n) {
+  std::vector<std::size_t> v(n);
+  std::iota(v.begin(), v.end(), std::size_t(0));
+  return v;
+}
+
+/// An epoch's batches: a random permutation (torch's generator) sorted
+/// stably by length, grouped by tokens, the batches in random order.
+std::vector<std::vector<std::size_t>> epoch_batches(const Split& split, long max_tokens) {
+  const auto n = static_cast<int64_t>(split.source.size());
+  const at::Tensor perm = torch::randperm(n, torch::kLong);
+  const int64_t* p = perm.data_ptr<int64_t>();
+  std::vector<std::size_t> order(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = static_cast<std::size_t>(p[i]);
+  auto batches = group(split, by_length(split, order), max_tokens);
+  const at::Tensor shuffle = torch::randperm(static_cast<int64_t>(batches.size()), torch::kLong);
+  const int64_t* q = shuffle.data_ptr<int64_t>();
+  std::vector<std::vector<std::size_t>> out(batches.size());
+  for (std::size_t i = 0; i < batches.size(); ++i) out[i] = std::move(batches[static_cast<std::size_t>(q[i])]);
+  return out;
+}
+
+// ---------------------------------------------------------------- loss
+
+/// Label-smoothed cross-entropy of one copy, summed over target tokens, in
+/// fairseq's convention (1 − ε on the label, ε/(V − 1) on each other
+/// class): torch's cross-entropy with smoothing ε·V/(V − 1), which spreads
+/// that over all V classes, gives exactly this.
+at::Tensor single_copy_loss_sum(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,
+                                double epsilon, int64_t pad) {
+  const int64_t v = weight.size(0);
+  const at::Tensor logits = at::linear(hidden, weight).reshape({-1, v});
+  namespace F = torch::nn::functional;
+  return F::cross_entropy(logits, labels.to(logits.device()).reshape({-1}),
+                          F::CrossEntropyFuncOptions()
+                              .ignore_index(pad)
+                              .label_smoothing(epsilon * static_cast<double>(v) / static_cast<double>(v - 1))
+                              .reduction(torch::kSum));
+}
+
+double learning_rate(const Settings& s, long update) {
+  // fairseq's inverse_sqrt: linear warm-up from 0 to --lr over --warmup
+  // updates, then lr·sqrt(warmup/update). `update` counts from 1.
+  if (s.warmup > 0 && update <= s.warmup) return s.lr * static_cast<double>(update) / static_cast<double>(s.warmup);
+  return s.lr * std::sqrt(static_cast<double>(std::max(s.warmup, 1L)) / static_cast<double>(update));
+}
+
+// ---------------------------------------------------------------- evaluation
+
+/// Validation loss: one copy, dropout off, per target token (nats).
+double evaluate_loss(translation::Transformer& model, const Split& split, const Settings& s, const Specials& sp,
+                     const at::Device& device) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  double sum = 0;
+  int64_t tokens = 0;
+  for (const auto& rows : group(split, by_length(split, identity(split.source.size())), s.max_tokens)) {
+    const Batch b = make_batch(split, rows, sp, device);
+    const at::Tensor h = model->decode(b.target_in, model->encode(b.source));
+    sum += single_copy_loss_sum(h, model->output_weight(), b.labels, s.label_smoothing, sp.pad).item<double>();
+    tokens += b.tokens;
+  }
+  model->train();
+  return tokens > 0 ? sum / static_cast<double>(tokens) : 0.0;
+}
+
+/// Greedy decoding, dropout off: at most 1.5·|source| + 10 tokens
+/// (without EOS), batches of max_tokens source tokens.
+std::vector<Sentence> greedy(translation::Transformer& model, const Split& split, const Settings& s, const Specials& sp,
+                             const at::Device& device) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  std::vector<Sentence> out(split.source.size());
+  for (const auto& rows : group(split, by_length(split, identity(split.source.size())), s.max_tokens)) {
+    const Batch b = make_batch(split, rows, sp, device);
+    const translation::Encoded e = model->encode(b.source);
+    const int64_t n = b.source.size(0);
+    const int64_t limit = std::min<int64_t>(model->config.max_positions - 1, b.source.size(1) * 3 / 2 + 10);
+    at::Tensor tokens = torch::full({n, 1}, sp.bos, torch::TensorOptions(torch::kLong).device(device));
+    at::Tensor done = torch::zeros({n}, torch::TensorOptions(torch::kBool).device(device));
+    for (int64_t step = 0; step < limit; ++step) {
+      const at::Tensor last = model->decode(tokens, e).select(1, -1);
+      at::Tensor next = at::linear(last, model->output_weight()).argmax(-1);
+      next = torch::where(done, torch::full_like(next, sp.pad), next);
+      tokens = torch::cat({tokens, next.unsqueeze(1)}, 1);
+      done = done.logical_or(next.eq(sp.eos));
+      if (done.all().item<bool>()) break;
+    }
+    const at::Tensor cpu = tokens.cpu();
+    const auto t = cpu.accessor<int64_t, 2>();
+    for (int64_t i = 0; i < n; ++i) {
+      Sentence& hyp = out[rows[static_cast<std::size_t>(i)]];
+      for (int64_t j = 1; j < cpu.size(1) && t[i][j] != sp.eos && t[i][j] != sp.pad; ++j) hyp.push_back(t[i][j]);
+    }
+  }
+  model->train();
+  return out;
+}
+
+std::vector<std::string> detokenize(const translation::Pieces& pieces, const std::vector<Sentence>& ids) {
+  std::vector<std::string> out;
+  out.reserve(ids.size());
+  for (const Sentence& s : ids) out.push_back(pieces.decode(s));
+  return out;
+}
+
+double bleu_of(const std::vector<std::string>& hypotheses, const Split& split) {
+  return bleu::corpus_bleu(hypotheses, split.reference).score;
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+using Fingerprint = std::vector<std::pair<std::string, std::string>>;
+
+std::string text_of(double v) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.17g", v);
+  return buffer;
+}
+
+/// What a checkpoint must match to be resumed: the flags that change the
+/// model, the optimization or the data (not --epochs, --threads, --device,
+/// --progress), and the data itself.
+Fingerprint fingerprint(const Settings& s, const Data& d, int64_t vocab) {
+  char hash[32];
+  std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(d.hash));
+  return {{"alpha", text_of(s.alpha)},
+          {"single-pass", s.single_pass ? "yes" : "no"},
+          {"dropout", text_of(s.dropout)},
+          {"attention-dropout", text_of(s.attention_dropout)},
+          {"label-smoothing", text_of(s.label_smoothing)},
+          {"d-model", std::to_string(s.d_model)},
+          {"ffn", std::to_string(s.ffn)},
+          {"heads", std::to_string(s.heads)},
+          {"encoder-layers", std::to_string(s.encoder_layers)},
+          {"decoder-layers", std::to_string(s.decoder_layers)},
+          {"norm", s.pre_norm ? "pre" : "post"},
+          {"lr", text_of(s.lr)},
+          {"warmup", std::to_string(s.warmup)},
+          {"weight-decay", text_of(s.weight_decay)},
+          {"max-tokens", std::to_string(s.max_tokens)},
+          {"max-len", std::to_string(s.max_len)},
+          {"limit", std::to_string(s.limit)},
+          {"valid-limit", std::to_string(s.valid_limit)},
+          {"seed", std::to_string(s.seed)},
+          {"data: vocabulary", std::to_string(vocab)},
+          {"data: training pairs", std::to_string(d.train.source.size())},
+          {"data: validation pairs", std::to_string(d.valid.source.size())},
+          {"data: test pairs", std::to_string(d.test.source.size())},
+          {"data: hash of spm.model, spm.vocab, the .ids and the reference files", hash}};
+}
+
+std::string serialize(const Fingerprint& f) {
+  std::string out;
+  for (const auto& [k, v] : f) out += k + "=" + v + "\n";
+  return out;
+}
+
+/// The keys whose values differ, "key: checkpoint X, this run Y" each.
+std::vector<std::string> mismatches(const std::string& saved, const Fingerprint& now) {
+  std::map<std::string, std::string> old;
+  for (const std::string& line : lines_of(saved)) {
+    const auto eq = line.find('=');
+    if (eq != std::string::npos) old[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  std::vector<std::string> out;
+  for (const auto& [k, v] : now) {
+    const auto it = old.find(k);
+    if (it == old.end()) out.push_back(k + ": not in the checkpoint, this run " + v);
+    else if (it->second != v) out.push_back(k + ": checkpoint " + it->second + ", this run " + v);
+  }
+  return out;
+}
+
+struct State {
+  int64_t epoch = 0;    // epochs done
+  int64_t updates = 0;  // optimizer steps done
+  double best_bleu = -1;
+  int64_t best_epoch = 0;
+  std::string csv;  // the per-epoch rows so far
+};
+
+const char* kCsvHeader =
+    "epoch,alpha,single_pass,seed,train_loss,valid_loss,valid_bleu,train_seconds,seconds,updates,lr\n";
+
+void save_atomically(torch::serialize::OutputArchive& archive, const std::string& path) {
+  const std::string tmp = path + ".tmp";
+  archive.save_to(tmp);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "'");
+}
+
+void write_meta(torch::serialize::OutputArchive& a, const std::string& fingerprint, const State& st) {
+  a.write("meta_fingerprint", c10::IValue(fingerprint));
+  a.write("meta_epoch", c10::IValue(st.epoch));
+  a.write("meta_updates", c10::IValue(st.updates));
+  a.write("meta_best_bleu", c10::IValue(st.best_bleu));
+  a.write("meta_best_epoch", c10::IValue(st.best_epoch));
+  a.write("meta_csv", c10::IValue(st.csv));
+}
+
+void save_checkpoint(const std::string& path, translation::Transformer& model, torch::optim::Optimizer& optimizer,
+                     const std::string& fingerprint, const State& st) {
+  torch::serialize::OutputArchive a;
+  model->save(a);
+  torch::serialize::OutputArchive opt;
+  optimizer.save(opt);
+  a.write("meta_optimizer", opt);
+  write_meta(a, fingerprint, st);
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  at::Tensor rng;
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    rng = gen.get_state();
+  }
+  a.write("meta_rng", rng, /*is_buffer=*/true);
+  save_atomically(a, path);
+}
+
+void save_model(const std::string& path, translation::Transformer& model, const std::string& fingerprint,
+                const State& st) {
+  torch::serialize::OutputArchive a;
+  model->save(a);
+  write_meta(a, fingerprint, st);
+  save_atomically(a, path);
+}
+
+/// Reads a checkpoint's fingerprint and refuses (exit 1) one that does not
+/// match this run, naming each difference.
+void check_fingerprint(torch::serialize::InputArchive& a, const std::string& path, const Fingerprint& now) {
+  c10::IValue v;
+  if (!a.try_read("meta_fingerprint", v)) {
+    std::fprintf(stderr, "%s: '%s' is not a checkpoint of this program (no fingerprint): refused\n", kProgram,
+                 path.c_str());
+    std::exit(1);
+  }
+  const auto diff = mismatches(v.toStringRef(), now);
+  if (!diff.empty()) {
+    std::fprintf(stderr, "%s: the checkpoint '%s' was written by a different run; refused:\n", kProgram, path.c_str());
+    for (const auto& d : diff) std::fprintf(stderr, "  %s\n", d.c_str());
+    std::fprintf(stderr, "Use the same flags and data, or another --run directory.\n");
+    std::exit(1);
+  }
+}
+
+State read_meta(torch::serialize::InputArchive& a) {
+  State st;
+  c10::IValue v;
+  a.read("meta_epoch", v);
+  st.epoch = v.toInt();
+  a.read("meta_updates", v);
+  st.updates = v.toInt();
+  a.read("meta_best_bleu", v);
+  st.best_bleu = v.toDouble();
+  a.read("meta_best_epoch", v);
+  st.best_epoch = v.toInt();
+  a.read("meta_csv", v);
+  st.csv = v.toStringRef();
+  return st;
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+int run(const Settings& s) {
+  if (s.threads > 0) {
+    at::set_num_threads(s.threads);
+    rdrop::set_num_threads(s.threads);
+  }
+  if (s.device == "cuda" && !torch::cuda::is_available()) {
+    std::fprintf(stderr, "%s: --device cuda, but this libtorch has no usable CUDA device (torch::cuda::is_available() "
+                 "is false); use --device cpu\n", kProgram);
+    return 1;
+  }
+  const at::Device device(s.device == "cuda" ? torch::kCUDA : torch::kCPU);
+
+  const translation::Pieces spm(s.data + "/spm.vocab");
+  const Specials sp{spm.pad(), spm.bos(), spm.eos()};
+  const int64_t vocab = spm.size();
+  if (!s.detokenize.empty()) {
+    for (const Sentence& ids : ids_of(read_file(s.detokenize), s.detokenize, vocab)) {
+      std::printf("%s\n", spm.decode(ids).c_str());
+    }
+    return 0;
+  }
+  const Data data = load_data(s, vocab);
+  const Fingerprint fp = fingerprint(s, data, vocab);
+  const std::string fp_text = serialize(fp);
+
+  torch::manual_seed(s.seed);
+  translation::ModelConfig config;
+  config.vocab = vocab;
+  config.d_model = s.d_model;
+  config.ffn = s.ffn;
+  config.heads = s.heads;
+  config.encoder_layers = s.encoder_layers;
+  config.decoder_layers = s.decoder_layers;
+  config.dropout = s.dropout;
+  config.attention_dropout = s.attention_dropout;
+  config.pre_norm = s.pre_norm;
+  config.pad = sp.pad;
+  translation::Transformer model(config);
+  model->to(device);
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(s.lr)
+                                                         .betas(std::make_tuple(0.9, 0.98))
+                                                         .eps(1e-8)
+                                                         .weight_decay(s.weight_decay));
+  long parameters = 0;
+  for (const auto& p : model->parameters()) parameters += static_cast<long>(p.numel());
+
+  std::printf("data: %zu training pairs (%ld left out as longer than %ld pieces), %zu validation (BLEU), %zu test; "
+              "vocabulary %lld\n",
+              data.train.source.size(), data.dropped_long, s.max_len, data.valid.source.size(),
+              data.test.source.size(), static_cast<long long>(vocab));
+  std::printf("model: transformer %lld+%lld layers, d=%lld, ffn %lld, %lld heads, %s-norm, dropout %g, %ld parameters "
+              "(embeddings tied with the output layer)\n",
+              static_cast<long long>(s.encoder_layers), static_cast<long long>(s.decoder_layers),
+              static_cast<long long>(s.d_model), static_cast<long long>(s.ffn), static_cast<long long>(s.heads),
+              s.pre_norm ? "pre" : "post", s.dropout, parameters);
+  if (s.single_pass) {
+    std::printf("loss: single pass, torch's label-smoothed cross-entropy (eps %g, fairseq's convention), per target token\n",
+                s.label_smoothing);
+  } else {
+    std::printf("loss: R-Drop, each batch fed twice (stacked), rdrop::torch::linear_loss: label-smoothed CE of both "
+                "copies + %g * symmetric KL, per target token of one copy (fairseq)\n", s.alpha);
+  }
+  std::printf("optimizer: AdamW (0.9, 0.98), weight decay %g, lr %g, %ld warm-up updates then inverse sqrt; "
+              "%ld tokens a batch; device %s, %d threads\n",
+              s.weight_decay, s.lr, s.warmup, s.max_tokens, s.device.c_str(), at::get_num_threads());
+  std::fflush(stdout);
+
+  if (::mkdir(s.run.c_str(), 0777) != 0 && !exists(s.run)) {
+    std::fprintf(stderr, "%s: cannot create the run directory '%s'\n", kProgram, s.run.c_str());
+    return 1;
+  }
+  const std::string checkpoint_path = s.run + "/checkpoint.pt", best_path = s.run + "/best.pt",
+                    csv_path = s.run + "/epochs.csv";
+  State st;
+  if (exists(checkpoint_path)) {
+    torch::serialize::InputArchive a;
+    a.load_from(checkpoint_path, device);
+    check_fingerprint(a, checkpoint_path, fp);
+    model->load(a);
+    torch::serialize::InputArchive opt;
+    a.read("meta_optimizer", opt);
+    optimizer.load(opt);
+    st = read_meta(a);
+    at::Tensor rng;
+    a.read("meta_rng", rng, /*is_buffer=*/true);
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(rng.cpu());
+    }
+    std::printf("resumed from '%s': %lld epochs done, %lld updates, best validation BLEU %.2f (epoch %lld)\n",
+                checkpoint_path.c_str(), static_cast<long long>(st.epoch), static_cast<long long>(st.updates),
+                st.best_bleu, static_cast<long long>(st.best_epoch));
+  }
+
+  rdrop::torch::LinearLossTorchOptions options;
+  options.alpha = s.alpha;
+  options.layout = rdrop::Layout::Stacked;
+  options.normalization = rdrop::Normalization::Fairseq;
+  options.padding_index = sp.pad;
+  options.label_smoothing = s.label_smoothing;
+  options.smoothing_style = rdrop::SmoothingStyle::ExcludeTarget;
+
+  examples::Progress progress(s.progress == 1 || (s.progress == -1 && ::isatty(2)));
+  for (int epoch = static_cast<int>(st.epoch) + 1; epoch <= s.epochs; ++epoch) {
+    const auto start = std::chrono::steady_clock::now();
+    // The CUDA generator (dropout on the device) is not checkpointed: it is
+    // seeded from (seed, epoch), so a resumed run is reproducible too.
+    if (device.is_cuda()) torch::cuda::manual_seed(s.seed * 1000003u + static_cast<std::uint64_t>(epoch));
+    model->train();
+    const auto batches = epoch_batches(data.train, s.max_tokens);
+    double loss_sum = 0;  // Σ loss · tokens
+    int64_t tokens = 0;
+    double lr = 0;
+    for (std::size_t k = 0; k < batches.size(); ++k) {
+      const Batch b = make_batch(data.train, batches[k], sp, device);
+      at::Tensor loss;
+      if (s.single_pass) {
+        const at::Tensor h = model->decode(b.target_in, model->encode(b.source));
+        loss = single_copy_loss_sum(h, model->output_weight(), b.labels, s.label_smoothing, sp.pad) /
+               static_cast<double>(b.tokens);
+      } else {
+        const at::Tensor source = torch::cat({b.source, b.source}), target_in = torch::cat({b.target_in, b.target_in});
+        const at::Tensor h = model->decode(target_in, model->encode(source));  // [2B, T, D]
+        // rdrop::torch computes on the CPU: on CUDA the hidden states and the
+        // weight come over (autograd takes the gradients back).
+        loss = rdrop::torch::linear_loss(h.to(torch::kCPU), model->output_weight().to(torch::kCPU), {}, b.labels,
+                                         options);
+      }
+      lr = learning_rate(s, st.updates + 1);
+      for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+      optimizer.zero_grad();
+      loss.backward();
+      optimizer.step();
+      ++st.updates;
+      loss_sum += loss.item<double>() * static_cast<double>(b.tokens);
+      tokens += b.tokens;
+      const double elapsed = seconds_since(start);
+      char extra[64];
+      std::snprintf(extra, sizeof extra, "loss %.3f", loss_sum / static_cast<double>(tokens));
+      progress.update(epoch, s.epochs, static_cast<long>(k + 1), static_cast<long>(batches.size()), elapsed,
+                      static_cast<double>(tokens) / elapsed, "tokens/s", extra);
+    }
+    progress.finish();
+    const double train_seconds = seconds_since(start);
+    const double train_loss = tokens > 0 ? loss_sum / static_cast<double>(tokens) : 0.0;
+    const double valid_loss = evaluate_loss(model, data.valid, s, sp, device);
+    const double valid_bleu = bleu_of(detokenize(spm, greedy(model, data.valid, s, sp, device)), data.valid);
+    const double seconds = seconds_since(start);
+    st.epoch = epoch;
+    char row[512];
+    std::snprintf(row, sizeof row, "%d,%g,%d,%llu,%.6f,%.6f,%.4f,%.3f,%.3f,%lld,%.6g\n", epoch, s.alpha,
+                  s.single_pass ? 1 : 0, static_cast<unsigned long long>(s.seed), train_loss, valid_loss, valid_bleu,
+                  train_seconds, seconds, static_cast<long long>(st.updates), lr);
+    st.csv += row;
+    if (valid_bleu > st.best_bleu) {
+      st.best_bleu = valid_bleu;
+      st.best_epoch = epoch;
+      save_model(best_path, model, fp_text, st);
+    }
+    save_checkpoint(checkpoint_path, model, optimizer, fp_text, st);
+    examples::write_file_atomically(csv_path, std::string(kCsvHeader) + st.csv);
+    std::printf("epoch %d/%d: train_loss=%.4f valid_loss=%.4f valid_bleu=%.2f train_seconds=%.1f seconds=%.1f "
+                "updates=%lld lr=%.3g\n",
+                epoch, s.epochs, train_loss, valid_loss, valid_bleu, train_seconds, seconds,
+                static_cast<long long>(st.updates), lr);
+    std::fflush(stdout);
+  }
+  if (st.epoch > s.epochs) {
+    std::printf("the checkpoint has %lld epochs, more than --epochs %d: nothing to train\n",
+                static_cast<long long>(st.epoch), s.epochs);
+  }
+
+  // The test set, once, with the checkpoint of the best validation BLEU.
+  {
+    torch::serialize::InputArchive a;
+    a.load_from(best_path, device);
+    check_fingerprint(a, best_path, fp);
+    model->load(a);
+  }
+  const std::vector<std::string> hypotheses = detokenize(spm, greedy(model, data.test, s, sp, device));
+  std::string text;
+  for (const auto& h : hypotheses) text += h + "\n";
+  examples::write_file_atomically(s.run + "/test.hyp", text);
+  std::printf("test: greedy decoding with epoch %lld's model (best validation BLEU %.2f); hypotheses in %s/test.hyp\n",
+              static_cast<long long>(st.best_epoch), st.best_bleu, s.run.c_str());
+  std::printf("test_bleu=%.2f\n", bleu_of(hypotheses, data.test));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Settings s = parse_arguments(argc, argv);
+  try {
+    return run(s);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", kProgram, e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# CTest check of the trainer's quick mode on two books (Galatians,
+# Colossians: 188 training pairs, 31 validation, 25 test; a 400-piece
+# tokenizer). Exits 77 (skipped) when diatheke, the two SWORD modules or
+# spm_train are not installed.
+#   trainer_test.sh TRAINER WORK_DIR
+# Checks: the training loss falls from the first epoch to the last; BLEU is
+# printed for validation and test; a run stopped after 2 epochs and resumed
+# to 5 gives the numbers of the uninterrupted run; a checkpoint of another
+# --alpha (and of other data) is refused with a message naming it; the
+# detokenizer agrees with spm_decode.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+trainer=${1:?usage: trainer_test.sh TRAINER WORK_DIR}
+work=${2:?usage: trainer_test.sh TRAINER WORK_DIR}
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+missing=""
+command -v diatheke >/dev/null 2>&1 || missing+=" diatheke"
+command -v spm_train >/dev/null 2>&1 || missing+=" sentencepiece"
+if [[ -z $missing ]]; then
+  modules=$(diatheke -b system -k modulelist 2>/dev/null || true)
+  grep -q '^spaRV1909eb : ' <<<"$modules" || missing+=" sword-text-sparv"
+  grep -q '^engWEB2015eb : ' <<<"$modules" || missing+=" sword-text-web"
+fi
+if [[ -n $missing ]]; then
+  echo "skipped: the Debian packages$missing are not installed (bash tools/install-deps.sh)"
+  exit 77
+fi
+
+rm -rf "$work"
+mkdir -p "$work"
+data=$work/data
+bash "$here/prepare-data.sh" --out "$data" --books "Galatians, Colossians" --vocab-size 400 >"$work/data.log" 2>&1 ||
+  { cat "$work/data.log"; fail "prepare-data.sh failed"; }
+
+train() {  # train RUN_NAME [flags...]
+  local name=$1
+  shift
+  "$trainer" --quick --threads 1 --no-progress --data "$data" --run "$work/$name" "$@"
+}
+column() {  # column CSV NAME: the values of one column
+  awk -F, -v name="$2" 'NR == 1 { for (i = 1; i <= NF; ++i) if ($i == name) c = i; next } { print $c }' "$1"
+}
+
+start=$(date +%s.%N)
+train full >"$work/full.log" 2>&1 || { cat "$work/full.log"; fail "the quick run failed"; }
+seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+cat "$work/full.log"
+echo "quick run: $seconds s"
+
+csv=$work/full/epochs.csv
+[[ $(wc -l <"$csv") == 6 ]] || fail "$csv has not a header and 5 epochs"
+first=$(column "$csv" train_loss | head -1)
+last=$(column "$csv" train_loss | tail -1)
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' || fail "the training loss did not fall ($first -> $last)"
+grep -qE '^epoch 5/5: .* valid_bleu=[0-9]+\.[0-9]+ ' "$work/full.log" || fail "no validation BLEU printed"
+[[ $(tail -1 "$work/full.log") =~ ^test_bleu=[0-9]+\.[0-9]+$ ]] || fail "the last line is not test_bleu=<number>"
+[[ -s $work/full/checkpoint.pt && -s $work/full/best.pt && -f $work/full/test.hyp ]] ||
+  fail "checkpoint.pt, best.pt or test.hyp missing"
+[[ $(wc -l <"$work/full/test.hyp") == 25 ]] || fail "test.hyp has not 25 lines"
+
+# Stopped after 2 epochs, resumed to 5: the same losses and BLEU.
+train resumed --epochs 2 >"$work/resumed.log" 2>&1 || { cat "$work/resumed.log"; fail "the 2-epoch run failed"; }
+train resumed >>"$work/resumed.log" 2>&1 || { cat "$work/resumed.log"; fail "the resumed run failed"; }
+grep -q "resumed from '.*checkpoint.pt': 2 epochs done" "$work/resumed.log" || { cat "$work/resumed.log"; fail "did not resume"; }
+for c in epoch train_loss valid_loss valid_bleu updates; do
+  [[ $(column "$csv" $c) == $(column "$work/resumed/epochs.csv" $c) ]] ||
+    { paste -d' ' <(column "$csv" $c) <(column "$work/resumed/epochs.csv" $c); fail "resumed run: $c differs from the uninterrupted run"; }
+done
+[[ $(tail -1 "$work/full.log") == $(tail -1 "$work/resumed.log") ]] || fail "resumed run: another test BLEU"
+
+# A checkpoint of other flags or other data is refused, naming the difference.
+if train full --alpha 1 >"$work/refused.log" 2>&1; then fail "a checkpoint of --alpha 5 was resumed with --alpha 1"; fi
+grep -q 'alpha: checkpoint 5, this run 1' "$work/refused.log" || { cat "$work/refused.log"; fail "no clear refusal message"; }
+if train full --limit 100 >"$work/refused.log" 2>&1; then fail "a checkpoint of other data was resumed"; fi
+grep -q 'data: training pairs: checkpoint 188, this run 100' "$work/refused.log" ||
+  { cat "$work/refused.log"; fail "no clear refusal message for other data"; }
+
+# The detokenizer (pieces.hpp) gives spm_decode's text, line for line.
+for f in train.en valid.en test.en train.es; do
+  "$trainer" --data "$data" --detokenize "$data/$f.ids" >"$work/ours.txt" || fail "--detokenize failed"
+  spm_decode --model "$data/spm.model" --input_format id <"$data/$f.ids" >"$work/spm.txt"
+  cmp -s "$work/ours.txt" "$work/spm.txt" || { diff "$work/ours.txt" "$work/spm.txt" | head; fail "$f.ids: not decoded as spm_decode does"; }
+done
+
+# Bad flags: a clear message, exit 2.
+set +e
+"$trainer" --alpha -1 >"$work/bad.log" 2>&1
+rc=$?
+set -e
+[[ $rc == 2 ]] && grep -q -- '--alpha expects a number' "$work/bad.log" || fail "--alpha -1 not refused clearly"
+echo "trainer test passed"
