@@ -223,7 +223,8 @@ worker() {
   return $failed
 }
 
-say "compare.sh: ${#plan[@]} runs, $jobs at a time, under $out (pid $$)"
+pgid=$(awk '{ print $5 }' "/proc/$$/stat" 2>/dev/null || echo "?")
+say "compare.sh: ${#plan[@]} runs, $jobs at a time, under $out (pid $$, process group $pgid: stop it with kill -- -$pgid)"
 status=0
 if ((jobs == 1)); then
   worker || status=1
