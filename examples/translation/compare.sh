@@ -35,8 +35,10 @@
 # 18.1 s CPU for the whole process (including start-up and decoding 100
 # validation pairs with the untrained model). Extrapolated to 9,317 pairs
 # (x 18.6) on a free core: about 4 min a two-copy epoch, 2 min a
-# single-pass one, plus validation; 15 and 30 epochs: about 1 h a run, 9 h
-# for the 9 runs on one free core (twice as long at that load).
+# single-pass one, plus validation (up to ~50 s for 572 pairs) and the test
+# set once; 15 and 30 epochs: about 1 h to 1 h 15 min a run, about 10 h for
+# the 9 runs on one free core (twice as long at that load). Not tuned, and
+# not yet run to the end: see the README's "The comparison".
 #
 # The data: a derived copy under OUT/data (every K-th training pair, every
 # M-th validation pair, the whole test set, the same tokenizer), so that the
