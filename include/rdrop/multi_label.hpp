@@ -24,6 +24,20 @@ namespace rdrop {
 ///   ∂/∂u = ½[p(1 − p)(u − v) + p − q],   ∂/∂v = ½[−q(1 − q)(u − v) − (p − q)].
 /// This is the divergence the seed's readers needed for multi-label R-Drop:
 /// a softmax KL over independent sigmoid nodes is not a divergence at all.
+namespace detail {
+/// σ of a row, into an array of its own. Eigen computes σ one way in packets
+/// and another in scalars (below −9 through exp, which its packet path
+/// clamps), and in an assignment, which elements go by packets depends on
+/// where the destination starts: σ assigned straight into a gradient row
+/// would differ with the row's address (a strided or 2-byte gradient, by a
+/// subnormal). A fresh array always starts aligned, so its packets fall on
+/// the same elements wherever the gradient goes.
+template <typename X>
+Eigen::Array<typename X::Scalar, 1, Eigen::Dynamic> logistic_of(const X& x) {
+  return x.logistic();
+}
+}  // namespace detail
+
 template <typename Scalar>
 class BernoulliSymmetricKL : public PairedDivergence<BernoulliSymmetricKL<Scalar>, Scalar> {
  public:
@@ -42,11 +56,12 @@ class BernoulliSymmetricKL : public PairedDivergence<BernoulliSymmetricKL<Scalar
                                   RowMap<Scalar>& grad_v) const {
     detail::check_pair_lengths("BernoulliSymmetricKL::EvaluatePairWithGradient", u, v, grad_u.size(),
                                grad_v.size());
-    const auto p = u.logistic();
-    const auto q = v.logistic();
+    // σ into arrays of their own first (see detail::logistic_of), then
     // p(1 − p) as σ(u)σ(−u): no cancellation in 1 − p for large u.
-    grad_u = Scalar(0.5) * (p * (-u).logistic() * (u - v) + p - q);
-    grad_v = Scalar(0.5) * (-(q * (-v).logistic()) * (u - v) - (p - q));
+    const auto p = detail::logistic_of(u), q = detail::logistic_of(v);
+    const auto pc = detail::logistic_of(-u), qc = detail::logistic_of(-v);
+    grad_u = Scalar(0.5) * (p * pc * (u - v) + p - q);
+    grad_v = Scalar(0.5) * (-(q * qc) * (u - v) - (p - q));
     return EvaluatePair(u, v);
   }
 };
@@ -101,7 +116,7 @@ class RDropMultiLabelLoss
   }
 
   Scalar task_row(ConstRowMap<Scalar> u, ConstRowMap<Scalar> target, Scalar weight, Scalar* g) const {
-    if (g) RowMap<Scalar>(g, u.size()) = weight * (u.logistic() - target);
+    if (g) RowMap<Scalar>(g, u.size()) = weight * (detail::logistic_of(u) - target);
     return BinaryCrossEntropy(u, target);
   }
 

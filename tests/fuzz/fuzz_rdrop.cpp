@@ -28,7 +28,14 @@
 //    Jensen-Shannon is shift invariant (safety.cpp);
 //  - RDropLinearLoss throws exactly when RDropLoss on its logits does,
 //    agrees with that unfused pipeline, and is bitwise the same for any
-//    thread count and in place (linear.cpp).
+//    thread count and in place (linear.cpp);
+//  - bfloat16 and half logits give what the float loss gives on the logits
+//    widened to float, the gradient rounded once: they throw exactly when it
+//    does, bitwise for the softmax KL divergences, up to float rounding for
+//    the staged losses, bitwise in place and for another thread count
+//    (two_byte.cpp).
+//
+// FUZZ_RDROP_STATS=1 prints at exit how many executions each family had.
 #include "check.hpp"
 
 #include <cstddef>
@@ -52,6 +59,7 @@ namespace duplicate { template <typename S> void run(FuzzedDataProvider&, int, i
 namespace threads { template <typename S> void run(FuzzedDataProvider&, int, int); }
 namespace safety { template <typename S> void run(FuzzedDataProvider&, int, int); }
 namespace linear { template <typename S> void run(FuzzedDataProvider&, int, int); }
+namespace two_byte { template <typename S> void run(FuzzedDataProvider&, int, int); }
 
 struct Family {
   const char* name;
@@ -60,7 +68,9 @@ struct Family {
 };
 // losses: variants 0-2 SymmetricKL, 3 KL, 4 JS, 5 multi-label, 6 regression,
 // 7 CrossEntropy; dropout: 0 Dropout, 1 MeasureConsistency; safety: 0 in-place
-// gradients, 1 per-pair row lengths, 2 Jensen-Shannon shift invariance.
+// gradients, 1 per-pair row lengths, 2 Jensen-Shannon shift invariance;
+// two_byte (bfloat16 for float, half for double): 0-1 SymmetricKL, 2 KL,
+// 3 JS, 4 multi-label, 5 regression, 6 the divergence functors.
 constexpr Family families[] = {
     {"losses", 8, losses::run<float>, losses::run<double>},
     {"divergences", 1, divergences::run<float>, divergences::run<double>},
@@ -70,7 +80,19 @@ constexpr Family families[] = {
     {"threads", 1, threads::run<float>, threads::run<double>},
     {"safety", 3, safety::run<float>, safety::run<double>},
     {"linear", 2, linear::run<float>, linear::run<double>},
+    {"two_byte", 7, two_byte::run<float>, two_byte::run<double>},
 };
+constexpr std::size_t family_count = sizeof(families) / sizeof(families[0]);
+
+// Executions per family, printed at exit with FUZZ_RDROP_STATS=1.
+struct Hits {
+  long n[family_count] = {};
+  ~Hits() {
+    if (!std::getenv("FUZZ_RDROP_STATS")) return;
+    for (std::size_t i = 0; i < family_count; ++i) std::fprintf(stderr, "family %s: %ld executions\n", families[i].name, n[i]);
+  }
+};
+inline Hits hits;
 
 constexpr int total_slots() {
   int n = 0;
@@ -90,8 +112,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const bool as_double = in.ConsumeBool();
   const int profile = in.ConsumeIntegralInRange(0, 3) % 3;  // moderate twice as often
   int slot = in.ConsumeIntegralInRange(0, fuzz::total_slots() - 1);
-  for (const fuzz::Family& f : fuzz::families) {
+  for (std::size_t i = 0; i < fuzz::family_count; ++i) {
+    const fuzz::Family& f = fuzz::families[i];
     if (slot < f.slots) {
+      ++fuzz::hits.n[i];
       if (fuzz::verbose) std::fprintf(stderr, "family %s, variant %d\n", f.name, slot);
       (as_double ? f.run_double : f.run_float)(in, profile, slot);
       break;
