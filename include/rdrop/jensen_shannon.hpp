@@ -17,10 +17,10 @@ namespace rdrop {
 /// (the m terms cancel): with g = ½(log p − log m), ∂JS/∂a = p ⊙ (g − Σ p g);
 /// likewise for b with h = ½(log q − log m). g and h depend only on
 /// Δ = log p − log q, formed from the logits' differences so that it keeps
-/// the relative precision of small Δ (near-equal copies): float gradients are
-/// within a few 1e-6 of their largest entry (docs/jensen_shannon.md). Classes
-/// at −inf in both rows contribute 0 (gradient exactly 0). Not fused: it
-/// needs a log per element, unlike the KL.
+/// the relative precision of small Δ (near-equal copies): float gradients
+/// were measured within 2.1e-6 of their largest entry (docs/jensen_shannon.md,
+/// "Precision"). Classes at −inf in both rows contribute 0 (gradient exactly
+/// 0). Not fused: it needs a log per element, unlike the KL.
 template <typename Scalar>
 class JensenShannon : public PairedDivergence<JensenShannon<Scalar>, Scalar> {
  public:
@@ -42,8 +42,8 @@ class JensenShannon : public PairedDivergence<JensenShannon<Scalar>, Scalar> {
     detail::check_pair_lengths("JensenShannon::EvaluatePairWithGradient", a, b, grad_a.size(), grad_b.size());
     if (a.size() == 0) return Scalar(0);
     const Parts t(a, b);
-    grad_a = t.p * (t.g - Parts::weighted_sum(t.p, t.g));
-    grad_b = t.q * (t.h - Parts::weighted_sum(t.q, t.h));
+    Parts::centred(t.p, t.g, grad_a);
+    Parts::centred(t.q, t.h, grad_b);
     return t.value();
   }
 
@@ -54,21 +54,28 @@ class JensenShannon : public PairedDivergence<JensenShannon<Scalar>, Scalar> {
 
   struct Parts {
     Parts(const ConstRowMap<Scalar>& a, const ConstRowMap<Scalar>& b) {
-      // log softmax(x) as (x − max) − log Σ exp(x − max): the shift is taken
+      // log softmax(x) = (x − max) − log Σ exp(x − max): the shift is taken
       // from each logit before anything else, so adding a constant to every
       // logit (1e4, say) changes nothing beyond the rounding of x − max.
-      // (x − (max + log Σ) would round max + log Σ at the logits' scale.)
+      // p = exp(x − max) / Σ, the sum accumulated in double (a float sum
+      // over 32000 classes is off by ~3e-6, and so would be every p).
       const Scalar max_a = a.maxCoeff(), max_b = b.maxCoeff();
-      const Array shifted_a = a - max_a, shifted_b = b - max_b;
-      const Scalar log_sum_a = std::log(shifted_a.exp().sum()), log_sum_b = std::log(shifted_b.exp().sum());
-      log_p = shifted_a - log_sum_a;
-      log_q = shifted_b - log_sum_b;
+      shifted_a = a - max_a;
+      shifted_b = b - max_b;
+      p = shifted_a.exp();
+      q = shifted_b.exp();
+      const Accumulator sum_a = p.template cast<Accumulator>().sum(), sum_b = q.template cast<Accumulator>().sum();
+      // log Σ_a − log Σ_b, the constant part of Δ below, rounded once.
+      const Scalar level = static_cast<Scalar>(std::log(sum_a) - std::log(sum_b));
+      p /= static_cast<Scalar>(sum_a);
+      q /= static_cast<Scalar>(sum_b);
       // exp(−inf) is not exactly 0 in Eigen's vectorized float exp (it
       // clamps its argument at −88.7): a class at −inf gets p = 0 here, so
-      // that its gradient is exactly 0.
+      // that its gradient is exactly 0. (Not around the exp: Eigen 3.4's
+      // select is not vectorized, and would take the exp with it.)
       const Scalar inf = std::numeric_limits<Scalar>::infinity();
-      p = (log_p == -inf).select(Array::Zero(a.size()), log_p.exp());
-      q = (log_q == -inf).select(Array::Zero(b.size()), log_q.exp());
+      p = (shifted_a == -inf).select(Array::Zero(a.size()), p);
+      q = (shifted_b == -inf).select(Array::Zero(b.size()), q);
       // Everything below depends on Δ = log p − log q only. For near-equal
       // rows (R-Drop's copies) Δ is small, and log p − log q would carry the
       // rounding of each log softmax, of order ε·|log p| per class: far above
@@ -81,29 +88,38 @@ class JensenShannon : public PairedDivergence<JensenShannon<Scalar>, Scalar> {
       // offset's scale: there the shifted logits' difference, whose error
       // bound (ε·(|a_j − max_a| + |b_j − max_b|)) is then the smaller, is
       // taken. Classes at −inf give NaN or ±inf here, handled by own_term.
-      const Array raw = a - b;
-      const Array from_raw = raw - (max_a - max_b), from_shifted = shifted_a - shifted_b;
-      const Array delta = (raw.abs() <= shifted_a.abs() + shifted_b.abs()).select(from_raw, from_shifted) -
-                          (log_sum_a - log_sum_b);
+      delta = ((a - b).abs() <= shifted_a.abs() + shifted_b.abs())
+                  .select((a - b) - (max_a - max_b), shifted_a - shifted_b) -
+              level;
       // With hi = max(log p, log q), log m is hi + log1p(exp(−|Δ|)) − log 2,
       // so log p − log m = min(0, Δ) + c and log q − log m = min(0, −Δ) + c
       // with c = log 2 − log1p(exp(−|Δ|)) = log1p(tanh(|Δ|/2)): in
       // [0, log 2], exactly 0 for Δ = 0, and accurate to the relative
       // precision of Δ. Equal rows give Δ = 0 exactly, hence exactly 0.
-      abs_delta = delta.abs();
-      tanh_half = (Scalar(0.5) * abs_delta).tanh();
-      const Array c = tanh_half.log1p();
-      g = own_term(log_p, delta.min(Scalar(0)), c);
-      h = own_term(log_q, (-delta).min(Scalar(0)), c);
-      both_empty = log_p.isInf() && log_q.isInf();
+      tanh_half = (Scalar(0.5) * delta.abs()).tanh();
+      c = tanh_half.log1p();
+      g = own_term(shifted_a, delta.min(Scalar(0)), c);
+      h = own_term(shifted_b, (-delta).min(Scalar(0)), c);
     }
-    /// ½(log x − log m) where x > 0, 0 where x = 0 (0 · log 0 = 0).
-    static Array own_term(const Array& log_x, const Array& below, const Array& c) {
-      return (log_x.isInf()).select(Array::Zero(log_x.size()), Scalar(0.5) * (below + c));
+    /// ½(log x − log m) where x > 0, 0 where x = 0 (0 · log 0 = 0), from the
+    /// row's shifted logits (−inf where x = 0).
+    template <typename Below>
+    static Array own_term(const Array& shifted, const Below& below, const Array& c) {
+      return (shifted.isInf()).select(Array::Zero(shifted.size()), Scalar(0.5) * (below + c));
     }
-    /// Σ_j w_j x_j accumulated in double (float rows: a float sum over
-    /// thousands of classes drifts by ~1e-5 of Σ|w x|, the gradient's own size).
-    static Scalar weighted_sum(const Array& w, const Array& x) {
+    /// w ⊙ (x − Σ w x) for the probabilities w of a row and its terms x, in
+    /// two passes: y = x − Σ w x, then w ⊙ (y − Σ w y). In exact arithmetic
+    /// Σ w y = 0; here it takes back the error of the first sum from w's
+    /// rounding, Σ w_j δ_j x_j, leaving Σ w_j δ_j (x_j − x̄): in a peaked row
+    /// the first is ε·|x_top| against entries of size (1 − w_top). Sums in
+    /// double (float rows: a float sum over thousands of classes drifts by
+    /// ~1e-5 of Σ|w x|, the gradient's own size).
+    static void centred(const Array& w, const Array& x, RowMap<Scalar>& out) {
+      out = x - weighted_sum(w, x);
+      out = w * (out - weighted_sum(w, out));
+    }
+    template <typename X>
+    static Scalar weighted_sum(const Array& w, const Eigen::ArrayBase<X>& x) {
       return static_cast<Scalar>((w.template cast<Accumulator>() * x.template cast<Accumulator>()).sum());
     }
     /// Σ_j ½[p_j log(p_j/m_j) + q_j log(q_j/m_j)]. Not as Σ p g + q h: for
@@ -112,26 +128,28 @@ class JensenShannon : public PairedDivergence<JensenShannon<Scalar>, Scalar> {
     /// t = tanh(|Δ|/2) = |p − q|/(p + q), a class's term is ¼(p + q)·φ with
     /// φ = (1 + t) log(1 + t) + (1 − t) log(1 − t), written without the
     /// cancellation: φ = t|Δ| + log1p(−t²) for |Δ| < 1 (terms of size Δ²/2
-    /// and −Δ²/4), and φ = 2 log 2 − 2 log1p(e) − 2|Δ| e/(1 + e), e = exp(−|Δ|),
-    /// above (where 1 − t² would round away); 2 log 2 where one of p, q is 0.
+    /// and −Δ²/4), and above, where 1 − t² would round away,
+    /// φ = 2 log 2 − 2 log1p(e) − 2|Δ| e/(1 + e) with e = exp(−|Δ|), that is
+    /// 2c − |Δ|(1 − t) (c as in the constructor; the error of 1 − t, ~ε, is
+    /// ≤ 17ε against φ ≥ 0.22); 2 log 2 where one of p, q is 0.
     /// φ ≥ 0, so the terms are clamped at 0 against rounding and the sum is
     /// never negative; classes at −inf in both rows contribute 0. (select,
     /// not max: a NaN term must stay NaN.)
     Scalar value() const {
       const Scalar two_log2 = Scalar(2) * std::log(Scalar(2));
+      const auto abs_delta = delta.abs();
       const Array small = tanh_half * abs_delta + (-tanh_half.square()).log1p();
-      const Array e = (-abs_delta).exp();
-      const Array large = two_log2 - Scalar(2) * e.log1p() - Scalar(2) * abs_delta * e / (Scalar(1) + e);
-      const Array phi = abs_delta.isInf().select(Array::Constant(p.size(), two_log2),
-                                                 (abs_delta < Scalar(1)).select(small, large));
-      const Array terms = both_empty.select(Array::Zero(p.size()), Scalar(0.25) * (p + q) * phi);
+      const auto large = Scalar(2) * c - abs_delta * (Scalar(1) - tanh_half);
+      const auto phi = abs_delta.isInf().select(Array::Constant(p.size(), two_log2),
+                                                (abs_delta < Scalar(1)).select(small, large));
+      const Array terms =
+          (shifted_a.isInf() && shifted_b.isInf()).select(Array::Zero(p.size()), Scalar(0.25) * (p + q) * phi);
       return static_cast<Scalar>(
           (terms < Scalar(0)).select(Array::Zero(terms.size()), terms).template cast<Accumulator>().sum());
     }
 
-    Array log_p, log_q, p, q, g, h;
-    Array abs_delta, tanh_half;  // |Δ| and tanh(|Δ|/2), for the value
-    Eigen::Array<bool, 1, Eigen::Dynamic> both_empty;  // classes at −inf in both rows
+    Array shifted_a, shifted_b, p, q, g, h;  // x − max(x) for a and b, softmaxes, terms
+    Array delta, tanh_half, c;  // Δ, tanh(|Δ|/2) and log1p of it
   };
 };
 
