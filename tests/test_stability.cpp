@@ -220,7 +220,8 @@ TEST_CASE("Float Jensen-Shannon gradients of near-equal copies are accurate to f
       }
     }
   }
-  WARN("worst max|g - ref| / max|ref|: " << worst);
+  INFO("worst max|g - ref| / max|ref|: " << worst);  // 7.7e-7 when written
+  CHECK(worst <= 1e-5);
 
   // Identical copies: exactly 0, value and gradient.
   const ref::Matrix<float> a = ref::random_logits<float>(1, 1000, 30.0, 799);
