@@ -45,7 +45,7 @@ import json, sys
 path, table_path = sys.argv[1:3]
 report = json.load(open(path))
 UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
-runs, medians, order = {}, {}, []
+runs, medians, order, peaks = {}, {}, [], {}
 for b in report["benchmarks"]:
     name, t = b["run_name"], b["real_time"] * UNIT[b["time_unit"]]
     if b.get("run_type") == "aggregate":
@@ -56,6 +56,8 @@ for b in report["benchmarks"]:
         runs[name] = []
         order.append(name)
     runs[name].append(t)
+    if "peak_bytes" in b:  # per repetition (bench_torch.cpp's own counter)
+        peaks[name] = max(peaks.get(name, 0), b["peak_bytes"])
 mins = {n: min(ts) for n, ts in runs.items()}
 FORMS = ["Official", "LogTarget", "Analytic", "Adapter", "EigenCall"]
 def key(name):
@@ -75,9 +77,10 @@ ctx = report.get("context", {})
 reps = report["benchmarks"][0].get("repetitions", "?")
 out = [f"Run {ctx.get('date', '?')} on {ctx.get('num_cpus', '?')} CPUs; {reps} interleaved repetitions per "
        "benchmark, forward + backward, wall-clock time.", "",
-       "| benchmark | min | median |", "|---|---:|---:|"]
+       "| benchmark | min | median | peak memory |", "|---|---:|---:|---:|"]
 for n in order:
-    out.append(f"| `{n}` | {fmt(mins[n])} | {fmt(medians[n]) if n in medians else '-'} |")
+    peak = f"{peaks[n] / 2**20:.1f} MiB" if n in peaks else "-"
+    out.append(f"| `{n}` | {fmt(mins[n])} | {fmt(medians[n]) if n in medians else '-'} | {peak} |")
 checks = []
 for shape in ("4096/1000", "1024/32000"):
     for threads in (1, 2):
@@ -96,6 +99,26 @@ for shape in ("4096/1000", "1024/32000"):
                           f"{op} {target:g} | {'pass' if ok else 'FAIL'} |")
 if checks:
     out += ["", "| ratio (issue 14 targets) | of mins | of medians | target | |", "|---|---:|---:|---:|---|"] + checks
+# Issue 22's figures: an evaluation call against a training call, the
+# 2-byte gradient at grad_output's scale (two sweeps) against one fused
+# sweep, linear_loss with its chunk buffers kept against freed every step.
+costs = []
+pairs22 = [("AdapterEval", "Adapter", "evaluation / training call"),
+           ("AdapterBF16", "EigenCallBF16", "bf16 adapter, loss x 1024 / one fused bf16 sweep"),
+           ("LinearReused", "LinearFresh", "linear_loss step, buffers kept / freed")]
+for a, b, what in pairs22:
+    for n in order:
+        if not n.startswith(f"BM_Torch_{a}/"):
+            continue
+        m = n.replace(f"BM_Torch_{a}/", f"BM_Torch_{b}/", 1)
+        if m not in mins:
+            continue
+        args = n.split("/", 1)[1]
+        peak = f"{peaks[n] / 2**20:.1f} / {peaks[m] / 2**20:.1f} MiB" if n in peaks and m in peaks else "-"
+        med = f"{medians[n] / medians[m]:.2f}" if n in medians and m in medians else "-"
+        costs.append(f"| {what}, {args} | {mins[n] / mins[m]:.2f} | {med} | {peak} |")
+if costs:
+    out += ["", "| ratio (issue 22) | time, of mins | of medians | peak memory |", "|---|---:|---:|---:|"] + costs
 text = "\n".join(out) + "\n"
 open(table_path, "w").write(text)
 print(text)

@@ -9,6 +9,7 @@
 #include <rdrop/rdrop.hpp>
 #include <rdrop/torch.hpp>
 
+#include "../memory_counter.hpp"
 #include "../wall_clock.hpp"
 
 #include <benchmark/benchmark.h>
@@ -16,6 +17,8 @@
 
 #include <malloc.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <utility>
@@ -45,6 +48,20 @@ Data& data_for(int64_t pairs, int64_t classes) {
   return *slot;
 }
 
+/// Counters of this repetition alone (Google Benchmark 1.7's memory
+/// manager is not per repetition): peak_bytes, the most memory in use
+/// during the timed calls beyond what was in use before them, and
+/// allocations per call.
+template <typename Timed>
+void with_memory_counters(benchmark::State& state, Timed&& timed) {
+  const std::int64_t before = rdrop_bench::bytes_in_use(), allocations = rdrop_bench::allocations();
+  rdrop_bench::reset_peak();
+  timed();
+  state.counters["peak_bytes"] = benchmark::Counter(static_cast<double>(rdrop_bench::peak_bytes() - before));
+  state.counters["allocations_per_call"] = benchmark::Counter(
+      static_cast<double>(rdrop_bench::allocations() - allocations) / static_cast<double>(std::max<int64_t>(state.iterations(), 1)));
+}
+
 template <typename Body>
 void run(benchmark::State& state, Body&& body) {
   const int64_t pairs = state.range(0), classes = state.range(1);
@@ -52,7 +69,9 @@ void run(benchmark::State& state, Body&& body) {
   at::set_num_threads(threads);
   rdrop::set_num_threads(threads);
   Data& d = data_for(pairs, classes);
-  rdrop_bench::run_wall_clock(state, 2.0 * static_cast<double>(pairs * classes), 8.0, [&] { body(d); });
+  with_memory_counters(state, [&] {
+    rdrop_bench::run_wall_clock(state, 2.0 * static_cast<double>(pairs * classes), 8.0, [&] { body(d); });
+  });
 }
 
 /// The official R-Drop code: cross-entropy + α·(KL(p‖q) + KL(q‖p))/2 with
@@ -113,17 +132,36 @@ void BM_Torch_Analytic(benchmark::State& state) {
   });
 }
 
+/// The options every adapter form uses: stacked copies, α = kAlpha.
+rdrop::torch::RDropLossOptions adapter_options() {
+  rdrop::torch::RDropLossOptions o;
+  o.layout = rdrop::Layout::Stacked;
+  o.alpha = kAlpha;
+  return o;
+}
+
 /// The adapter: rdrop::torch::rdrop_loss forward, loss.backward().
 void BM_Torch_Adapter(benchmark::State& state) {
   run(state, [](const Data& d) {
     const at::Tensor x = d.logits.detach().requires_grad_(true);
-    rdrop::torch::RDropLossOptions o;
-    o.layout = rdrop::Layout::Stacked;
-    o.alpha = kAlpha;
-    const at::Tensor loss = rdrop::torch::rdrop_loss(x, d.labels_per_sample, o);
-    loss.backward();
+    rdrop::torch::rdrop_loss(x, d.labels_per_sample, adapter_options()).backward();
     benchmark::DoNotOptimize(x.grad().data_ptr());
   });
+}
+
+/// rdrop's Eigen call (one fused sweep, value and gradient together) on
+/// the buffers of `logits` (float or bfloat16, element type E) into `grad`.
+template <typename E>
+float eigen_call(const at::Tensor& logits, const at::Tensor& grad, const Data& d) {
+  using Matrix = Eigen::Matrix<E, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::Map<const Matrix> x(reinterpret_cast<const E*>(logits.data_ptr()), logits.size(0), logits.size(1));
+  Eigen::Map<Matrix> g(reinterpret_cast<E*>(grad.data_ptr()), grad.size(0), grad.size(1));
+  const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> y(d.labels_per_sample.data_ptr<std::int64_t>(),
+                                                                           d.labels_per_sample.numel());
+  rdrop::RDropOptions<float> o;
+  o.layout = rdrop::Layout::Stacked;
+  o.alpha = static_cast<float>(kAlpha);
+  return rdrop::RDropLoss<float>(o).EvaluateWithGradient(x, y, g);
 }
 
 /// rdrop's Eigen call on the same buffers, the gradient into a buffer kept
@@ -132,30 +170,102 @@ void BM_Torch_EigenCall(benchmark::State& state) {
   static at::Tensor grad;
   run(state, [](const Data& d) {
     if (!grad.defined() || grad.sizes() != d.logits.sizes()) grad = at::empty_like(d.logits);
-    using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    const Eigen::Map<const Matrix> x(d.logits.data_ptr<float>(), d.logits.size(0), d.logits.size(1));
-    Eigen::Map<Matrix> g(grad.data_ptr<float>(), grad.size(0), grad.size(1));
-    const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> y(d.labels_per_sample.data_ptr<std::int64_t>(),
-                                                                             d.labels_per_sample.numel());
-    rdrop::RDropOptions<float> o;
-    o.layout = rdrop::Layout::Stacked;
-    o.alpha = static_cast<float>(kAlpha);
-    benchmark::DoNotOptimize(rdrop::RDropLoss<float>(o).EvaluateWithGradient(x, y, g));
+    benchmark::DoNotOptimize(eigen_call<float>(d.logits, grad, d));
   });
 }
+
+/// An evaluation call: rdrop_loss under NoGradGuard, on logits that
+/// require grad (as a model's output does): the value only.
+void BM_Torch_AdapterEval(benchmark::State& state) {
+  run(state, [](const Data& d) {
+    const at::Tensor x = d.logits.detach().requires_grad_(true);
+    const torch::NoGradGuard no_grad;
+    benchmark::DoNotOptimize(rdrop::torch::rdrop_loss(x, d.labels_per_sample, adapter_options()).item<float>());
+  });
+}
+
+/// bfloat16 logits through the adapter, the loss scaled by 1024 before
+/// backward: the forward computes the value, the backward the gradient at
+/// the scale, rounded once (two sweeps).
+void BM_Torch_AdapterBF16(benchmark::State& state) {
+  static std::map<const Data*, at::Tensor> bf16;
+  run(state, [](const Data& d) {
+    at::Tensor& logits = bf16[&d];
+    if (!logits.defined()) logits = d.logits.to(at::kBFloat16);
+    const at::Tensor x = logits.detach().requires_grad_(true);
+    (rdrop::torch::rdrop_loss(x, d.labels_per_sample, adapter_options()) * 1024.0).backward();
+    benchmark::DoNotOptimize(x.grad().data_ptr());
+  });
+}
+
+/// rdrop's one fused sweep on the same bfloat16 logits (value and gradient
+/// together, into a kept buffer): what the forward did before the
+/// gradient was computed at grad_output's scale.
+void BM_Torch_EigenCallBF16(benchmark::State& state) {
+  static std::map<const Data*, std::pair<at::Tensor, at::Tensor>> bf16;
+  run(state, [](const Data& d) {
+    auto& [logits, grad] = bf16[&d];
+    if (!logits.defined()) {
+      logits = d.logits.to(at::kBFloat16);
+      grad = at::empty_like(logits);
+    }
+    benchmark::DoNotOptimize(eigen_call<Eigen::bfloat16>(logits, grad, d));
+  });
+}
+
+/// One training step of the fused output layer, linear_loss forward and
+/// backward, BM_Torch_Linear{Reused,Fresh}/<pairs>/<hidden>/<vocab>/<threads>:
+/// Reused keeps the chunk buffers between steps (the adapter's behaviour),
+/// Fresh frees them after every step (what it did before). Run it with
+/// RDROP_BENCH_GLIBC_DEFAULTS=1 to see what fresh pages cost a loop that
+/// has not tuned malloc.
+template <bool Fresh>
+void linear_step(benchmark::State& state) {
+  const int64_t pairs = state.range(0), hidden = state.range(1), vocab = state.range(2);
+  const int threads = static_cast<int>(state.range(3));
+  at::set_num_threads(threads);
+  rdrop::set_num_threads(threads);
+  static std::map<std::pair<int64_t, int64_t>, std::pair<at::Tensor, at::Tensor>> cache;
+  auto& [h, w] = cache[{pairs * 1000003 + hidden, vocab}];
+  if (!h.defined()) {
+    torch::manual_seed(5);
+    const at::Tensor base = torch::randn({pairs, hidden});
+    h = at::cat({base, base + 0.1 * torch::randn({pairs, hidden})});
+    w = 0.05 * torch::randn({vocab, hidden});
+  }
+  const at::Tensor y = torch::randint(0, vocab, {pairs}, torch::kLong);
+  rdrop::torch::LinearLossTorchOptions o;
+  o.layout = rdrop::Layout::Stacked;
+  rdrop::torch::release_linear_buffers();  // each repetition starts without buffers, whichever ran before
+  with_memory_counters(state, [&] {
+    rdrop_bench::run_wall_clock(state, 2.0 * static_cast<double>(pairs * vocab), 4.0, [&] {
+      const at::Tensor hh = h.detach().requires_grad_(true), ww = w.detach().requires_grad_(true);
+      rdrop::torch::linear_loss(hh, ww, at::Tensor(), y, o).backward();
+      benchmark::DoNotOptimize(ww.grad().data_ptr());
+      if (Fresh) rdrop::torch::release_linear_buffers();
+    });
+  });
+}
+void BM_Torch_LinearReused(benchmark::State& state) { linear_step<false>(state); }
+void BM_Torch_LinearFresh(benchmark::State& state) { linear_step<true>(state); }
 
 const bool registered = [] {
   const std::pair<int64_t, int64_t> shapes[] = {{4096, 1000}, {1024, 32000}};
   const std::pair<const char*, void (*)(benchmark::State&)> forms[] = {
       {"BM_Torch_Official", BM_Torch_Official}, {"BM_Torch_LogTarget", BM_Torch_LogTarget},
       {"BM_Torch_Analytic", BM_Torch_Analytic}, {"BM_Torch_Adapter", BM_Torch_Adapter},
-      {"BM_Torch_EigenCall", BM_Torch_EigenCall}};
+      {"BM_Torch_EigenCall", BM_Torch_EigenCall}, {"BM_Torch_AdapterEval", BM_Torch_AdapterEval},
+      {"BM_Torch_AdapterBF16", BM_Torch_AdapterBF16}, {"BM_Torch_EigenCallBF16", BM_Torch_EigenCallBF16}};
   for (const auto& [pairs, classes] : shapes) {
     for (const auto& [name, function] : forms) {
       for (int64_t threads : {1, 2}) {
         benchmark::RegisterBenchmark(name, function)->Args({pairs, classes, threads});
       }
     }
+  }
+  for (int64_t threads : {1, 2}) {
+    benchmark::RegisterBenchmark("BM_Torch_LinearReused", BM_Torch_LinearReused)->Args({512, 256, 32000, threads});
+    benchmark::RegisterBenchmark("BM_Torch_LinearFresh", BM_Torch_LinearFresh)->Args({512, 256, 32000, threads});
   }
   return true;
 }();
@@ -168,8 +278,10 @@ const bool registered = [] {
 // 1024 x 32000 x 2 floats, more than any form's arithmetic. A training
 // loop allocating the same tensors every step wants the same setting.
 int main(int argc, char** argv) {
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  if (std::getenv("RDROP_BENCH_GLIBC_DEFAULTS") == nullptr) {
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
