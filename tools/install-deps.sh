@@ -15,7 +15,7 @@ packages=(
   openmpi-bin libopenmpi-dev  # rdrop::mpi (rdrop/mpi.hpp), the data-parallel classifier and their tests
   libtorch-dev                # rdrop::torch (rdrop/torch.hpp), the torch classifier and their tests
   diatheke sword-text-sparv sword-text-web  # the translation example's Bible text (Spanish RV1909, English WEB)
-  sentencepiece libsentencepiece-dev        # the translation example's tokenizer (spm_train; the C++ API)
+  sentencepiece                             # the translation example's tokenizer (spm_train; its C++ library is not linked: examples/translation/pieces.hpp)
 )
 
 missing=()
