@@ -105,8 +105,11 @@ sp_epochs=${sp_epochs:-$((2 * epochs))}
 # Under the kernel's autogroup scheduling (Debian's default), a process
 # started in a session of its own (setsid, nohup from another terminal)
 # shares the CPU equally with every other session whatever its nice value:
-# give the session's group the niceness too, where the kernel allows it.
-if [[ -w /proc/self/autogroup ]]; then echo "$niceness" >/proc/self/autogroup 2>/dev/null || true; fi
+# give the session's group the niceness too, where the kernel allows it,
+# when this driver leads its own session (so never a terminal's).
+if [[ -w /proc/self/autogroup && $(ps -o sid= -p $$ | tr -d ' ') == "$$" ]]; then
+  echo "$niceness" >/proc/self/autogroup 2>/dev/null || true
+fi
 IFS=, read -r -a alpha_list <<<"$alphas"
 IFS=, read -r -a seed_list <<<"$seeds"
 for a in "${alpha_list[@]}"; do [[ $a =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--alphas: '$a' is not a number"; done
