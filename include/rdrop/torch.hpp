@@ -120,6 +120,16 @@ decltype(auto) dispatch(const at::Tensor& t, const char* where, const char* name
   }
   TORCH_CHECK(false, where, ": argument '", name, "' has dtype ", t.scalar_type(), "; expected float, double",
               two_byte ? ", bfloat16 or half" : "");
+  throw std::logic_error("unreachable: TORCH_CHECK(false) throws");
+}
+
+/// A Divergence value that names none of its enumerators (a cast int).
+/// [[noreturn]], so that switches over Divergence end here at every
+/// optimization level (GCC does not see that TORCH_CHECK(false) throws).
+[[noreturn]] inline void unknown_divergence(Divergence d, const char* where) {
+  TORCH_CHECK(false, where, ": argument 'divergence' is ", static_cast<int>(d),
+              "; expected a value of rdrop::torch::Divergence");
+  throw std::logic_error("unreachable: TORCH_CHECK(false) throws");
 }
 
 inline void check_defined(const at::Tensor& t, const char* where, const char* name) {
@@ -392,8 +402,7 @@ struct RDropSpec {
             case Divergence::JensenShannon:
               return evaluate(RDropLoss<S, JensenShannon<S>>(options).WithGradientScale(s), x, y, mask, g);
           }
-          TORCH_CHECK(false, where, ": argument 'divergence' is ", static_cast<int>(o.divergence),
-                      "; expected a value of rdrop::torch::Divergence");
+          unknown_divergence(o.divergence, where);
         });
       });
     });
@@ -611,8 +620,7 @@ inline double linear_run(const at::Tensor& h, const at::Tensor& w, const at::Ten
       case Divergence::JensenShannon:
         return run(RDropLinearLoss<S, JensenShannon<S>>(options, linear));
     }
-    TORCH_CHECK(false, where, ": argument 'divergence' is ", static_cast<int>(o.divergence),
-                "; expected a value of rdrop::torch::Divergence");
+    unknown_divergence(o.divergence, where);
   });
 }
 
