@@ -500,9 +500,20 @@ struct LossFunction : ::torch::autograd::Function<LossFunction<Spec>> {
         break;
       case Saved::Recompute: {
         const at::Tensor& logits = saved[0];
-        grad = gradient_like(logits);
         const auto& o = held<typename Spec::Options>(ctx->saved_data["options"]);
-        Spec::run(logits, saved[1], saved[2], o, grad, grad_output.item<double>(), where.c_str());
+        const double scale = grad_output.item<double>();
+        if (std::isfinite(scale)) {
+          grad = gradient_like(logits);
+          Spec::run(logits, saved[1], saved[2], o, grad, scale, where.c_str());
+        } else {
+          // Folded into the weights, inf would meet terms that cancel
+          // (inf - inf = NaN): the float gradient times the scale instead,
+          // as multiplying gives it (a loss scaler's overflow step).
+          const at::Tensor wide = logits.to(at::kFloat);
+          at::Tensor float_grad = gradient_like(wide);
+          Spec::run(wide, saved[1], saved[2], o, float_grad, 1.0, where.c_str());
+          grad = float_grad.mul_(scale).to(logits.scalar_type());
+        }
         break;
       }
       case Saved::InPlace: {

@@ -722,6 +722,17 @@ TEST_CASE("2-byte gradients under loss scaling are rounded once: the float gradi
     const double smallest = dtype == at::kBFloat16 ? std::ldexp(1.0, -133) : std::ldexp(1.0, -24);
     CHECK((g.eq(0) & exact.abs().ge(smallest)).sum().item<int64_t>() == 0);
   }
+  SECTION("a non-finite grad_output (a loss scaler's overflow step): the float gradient times it, rounded") {
+    for (const double bad : {std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(),
+                             std::numeric_limits<double>::quiet_NaN()}) {
+      CAPTURE(bad);
+      const auto [v, g] = value_and_grad(x, [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z, y, o) * bad; });
+      const at::Tensor want = (fg * static_cast<float>(bad)).to(dtype);
+      CHECK(at::equal(g.isnan(), want.isnan()));
+      CHECK(at::equal(g.nan_to_num(0, 1, -1), want.nan_to_num(0, 1, -1)));  // ±inf and zeros where they are
+      if (bad > 0) CHECK(g.isinf().sum().item<int64_t>() > 0);
+    }
+  }
   SECTION("rdrop_loss_: loss_scale announces the scale; another grad_output is refused") {
     rdrop::torch::RDropLossOptions scaled_o = o;
     scaled_o.loss_scale = scale;
