@@ -1,10 +1,11 @@
-// The train/predict gap of dropout that R-Drop closes (source text,
-// "consistency"): a model trained with dropout is an ensemble of sub-models,
-// whose right prediction is the Monte-Carlo average of the sub-models'
-// distributions, E_ε[softmax f(x, ε)]; yet one usually predicts with the
-// dropout-off model softmax f(x, E[ε]). MeasureConsistency measures how far
-// the two are apart, KL(MC average ‖ dropout-off prediction), and how
-// accurate each is.
+/// \file
+/// The train/predict gap of dropout that R-Drop closes (source text,
+/// "consistency"): a model trained with dropout is an ensemble of sub-models,
+/// whose right prediction is the Monte-Carlo average of the sub-models'
+/// distributions, E_ε[softmax f(x, ε)]; yet one usually predicts with the
+/// dropout-off model softmax f(x, E[ε]). MeasureConsistency measures how far
+/// the two are apart, KL(MC average ‖ dropout-off prediction), and how
+/// accurate each is.
 #pragma once
 
 #include "rdrop/detail/errors.hpp"

@@ -1,4 +1,5 @@
-// Softmax cross-entropy with integer labels, an ignore label and smoothing.
+/// \file
+/// Softmax cross-entropy with integer labels, an ignore label and smoothing.
 #pragma once
 
 #include "rdrop/detail/aliasing.hpp"
@@ -56,6 +57,7 @@ class CrossEntropy {
     detail::check_reduction(options_.reduction, "CrossEntropy::CrossEntropy");
   }
 
+  /// The options it was made with.
   const CrossEntropyOptions<Scalar>& options() const { return options_; }
 
   /// The reduced cross-entropy of `logits` (N x C) against `labels` (N).

@@ -1,4 +1,5 @@
-// The divergence concept: what R-Drop puts between the two copies' outputs.
+/// \file
+/// The divergence concept: what R-Drop puts between the two copies' outputs.
 #pragma once
 
 #include "rdrop/detail/aliasing.hpp"
@@ -165,6 +166,7 @@ class PairedDivergence {
     detail::check_reduction(reduction, "PairedDivergence::PairedDivergence");
   }
 
+  /// How the per-pair values are reduced to one number.
   Reduction reduction() const { return reduction_; }
 
   /// The reduced divergence of the pairs (row i of `first`, row i of `second`).

@@ -1,30 +1,31 @@
-// Dropout with counter-based, seeded randomness: an independent mask for every
-// element of every row (so the two copies of a duplicated sample see
-// different masks), inverted scaling 1/(1 − p), and a backward pass that
-// regenerates the same mask instead of storing it.
-//
-// The random bits. Element (r, c) of the mask drawn at training step `step`
-// by a dropout with seed `seed` is a pure function of (seed, step, r, c):
-//
-//   k      = splitmix64(splitmix64(splitmix64(seed) ^ step) ^ r)   (64 bits, once per row)
-//   x      = lo32(k) + c · 0x9E3779B9                              (a Weyl sequence over columns)
-//   x      = x ^ (x >> 16);  x = x · 0x21F0AAAD
-//   x      = x ^ hi32(k)                                          (second half of the row key)
-//   x      = x ^ (x >> 15);  x = x · 0x735A2D97;  x = x ^ (x >> 15)
-//   keep   = (x >> 8) < round((1 − p) · 2^24)
-//
-// splitmix64 is Steele, Lea & Flood's 64-bit mixer; the per-element rounds are
-// C. Wellons' two-multiply 32-bit hash ("hash-prospector", bias ≈ 0.02), with
-// the row key's high half injected between the rounds so that two rows cannot
-// produce the same (or column-shifted) stream unless all 64 key bits agree.
-// Since no state is carried from element to element, any thread count, any
-// partition of the rows and any SIMD width give bitwise identical masks, and
-// backward needs only (seed, step) to see forward's mask again.
-//
-// Speed: the per-element hash is integer arithmetic on 8 lanes at a time
-// (GCC/Clang vector extensions, which compile to SSE2, AVX2 or AVX-512 as the
-// build allows), fused with the scaling into one pass over the data. Other
-// compilers run the same arithmetic one element at a time.
+/// \file
+/// Dropout with counter-based, seeded randomness: an independent mask for every
+/// element of every row (so the two copies of a duplicated sample see
+/// different masks), inverted scaling 1/(1 − p), and a backward pass that
+/// regenerates the same mask instead of storing it.
+///
+/// The random bits. Element (r, c) of the mask drawn at training step `step`
+/// by a dropout with seed `seed` is a pure function of (seed, step, r, c):
+///
+///   k      = splitmix64(splitmix64(splitmix64(seed) ^ step) ^ r)   (64 bits, once per row)
+///   x      = lo32(k) + c · 0x9E3779B9                              (a Weyl sequence over columns)
+///   x      = x ^ (x >> 16);  x = x · 0x21F0AAAD
+///   x      = x ^ hi32(k)                                          (second half of the row key)
+///   x      = x ^ (x >> 15);  x = x · 0x735A2D97;  x = x ^ (x >> 15)
+///   keep   = (x >> 8) < round((1 − p) · 2^24)
+///
+/// splitmix64 is Steele, Lea & Flood's 64-bit mixer; the per-element rounds are
+/// C. Wellons' two-multiply 32-bit hash ("hash-prospector", bias ≈ 0.02), with
+/// the row key's high half injected between the rounds so that two rows cannot
+/// produce the same (or column-shifted) stream unless all 64 key bits agree.
+/// Since no state is carried from element to element, any thread count, any
+/// partition of the rows and any SIMD width give bitwise identical masks, and
+/// backward needs only (seed, step) to see forward's mask again.
+///
+/// Speed: the per-element hash is integer arithmetic on 8 lanes at a time
+/// (GCC/Clang vector extensions, which compile to SSE2, AVX2 or AVX-512 as the
+/// build allows), fused with the scaling into one pass over the data. Other
+/// compilers run the same arithmetic one element at a time.
 #pragma once
 
 #include "rdrop/detail/errors.hpp"
@@ -37,6 +38,8 @@
 #include <string>
 #include <type_traits>
 
+/// 1 where the compiler vectorizes Dropout's mask loop (`#pragma omp simd`
+/// without OpenMP: GCC 9 and later, clang), else 0. Set by the header.
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)
 #define RDROP_DROPOUT_SIMD 1
 #else

@@ -1,5 +1,6 @@
-// Duplicating a batch for the two dropout passes, and zero-copy views of the
-// two copies inside a duplicated output.
+/// \file
+/// Duplicating a batch for the two dropout passes, and zero-copy views of the
+/// two copies inside a duplicated output.
 #pragma once
 
 #include "rdrop/detail/errors.hpp"

@@ -1,4 +1,5 @@
-// The Jensen–Shannon divergence between two softmax outputs.
+/// \file
+/// The Jensen–Shannon divergence between two softmax outputs.
 #pragma once
 
 #include "rdrop/divergence.hpp"

@@ -1,34 +1,35 @@
-// Low-level fused kernels on raw pointers: the paired symmetric KL (value
-// and both gradients) and the whole R-Drop pair sweep (cross-entropy on both
-// copies + weighted KL, both gradients), one pair or many pairs with row
-// strides. The Eigen-facing functors (SymmetricKL, KLDivergence, RDropLoss)
-// run on these; use them directly when your logits live in your own buffers.
-//
-// Conventions shared by every kernel here:
-//  - a pair is two logit rows a (first copy) and b (second copy) of the same
-//    length `classes`, classes contiguous; p = softmax(a), q = softmax(b);
-//  - row i of a batch starts at base + i·stride (stride ≥ classes); a
-//    gradient row may be its own input row (grad_a = a, grad_b = b: in
-//    place, bitwise the out-of-place result), and may not otherwise overlap
-//    inputs or other gradient rows;
-//  - everything is computed from logits (two exp per element, one log per
-//    row, no log of a probability); float or double; in float, the symmetric
-//    KL, the cross-entropies and the gradients stay within 1e-5 relative of
-//    a double computation up to 32000 classes (tests/test_kernels.cpp); each
-//    KL direction alone carries an absolute error of a few float ε;
-//  - −inf logits are valid: a class at −inf in both rows contributes exactly
-//    0, at −inf in one row only it makes the divergence +inf (its true value);
-//  - gradient pointers may be null together: values only, no gradient pass;
-//  - rows may also be stored as Eigen::bfloat16 or Eigen::half (logits and
-//    gradients alike): the kernels then compute in float, widening each
-//    element as it is loaded and rounding each gradient element once, to
-//    nearest even, as it is stored; values and gradients are bitwise those
-//    of the float kernel on the widened rows, the gradient then rounded
-//    (rdrop/detail/storage.hpp);
-//  - batches run in parallel over pairs when built with OpenMP (`threads`: 0
-//    = rdrop::set_num_threads's value), and the results are bitwise identical
-//    for any thread count: each pair is computed the same way whichever
-//    thread runs it, and per-pair values are summed in pair order.
+/// \file
+/// Low-level fused kernels on raw pointers: the paired symmetric KL (value
+/// and both gradients) and the whole R-Drop pair sweep (cross-entropy on both
+/// copies + weighted KL, both gradients), one pair or many pairs with row
+/// strides. The Eigen-facing functors (SymmetricKL, KLDivergence, RDropLoss)
+/// run on these; use them directly when your logits live in your own buffers.
+///
+/// Conventions shared by every kernel here:
+///  - a pair is two logit rows a (first copy) and b (second copy) of the same
+///    length `classes`, classes contiguous; p = softmax(a), q = softmax(b);
+///  - row i of a batch starts at base + i·stride (stride ≥ classes); a
+///    gradient row may be its own input row (grad_a = a, grad_b = b: in
+///    place, bitwise the out-of-place result), and may not otherwise overlap
+///    inputs or other gradient rows;
+///  - everything is computed from logits (two exp per element, one log per
+///    row, no log of a probability); float or double; in float, the symmetric
+///    KL, the cross-entropies and the gradients stay within 1e-5 relative of
+///    a double computation up to 32000 classes (tests/test_kernels.cpp); each
+///    KL direction alone carries an absolute error of a few float ε;
+///  - −inf logits are valid: a class at −inf in both rows contributes exactly
+///    0, at −inf in one row only it makes the divergence +inf (its true value);
+///  - gradient pointers may be null together: values only, no gradient pass;
+///  - rows may also be stored as Eigen::bfloat16 or Eigen::half (logits and
+///    gradients alike): the kernels then compute in float, widening each
+///    element as it is loaded and rounding each gradient element once, to
+///    nearest even, as it is stored; values and gradients are bitwise those
+///    of the float kernel on the widened rows, the gradient then rounded
+///    (rdrop/detail/storage.hpp);
+///  - batches run in parallel over pairs when built with OpenMP (`threads`: 0
+///    = rdrop::set_num_threads's value), and the results are bitwise identical
+///    for any thread count: each pair is computed the same way whichever
+///    thread runs it, and per-pair values are summed in pair order.
 #pragma once
 
 #include "rdrop/detail/parallel.hpp"
@@ -41,8 +42,12 @@
 #include <type_traits>
 #include <vector>
 
+/// \namespace rdrop::kernels
+/// The fused R-Drop sweeps on raw pointers with row strides, for code that
+/// holds its logits outside Eigen.
 namespace rdrop::kernels {
 
+/// Sizes, counts and strides: Eigen's index type (std::ptrdiff_t).
 using Index = Eigen::Index;
 
 namespace detail_ {

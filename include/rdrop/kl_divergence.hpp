@@ -1,4 +1,5 @@
-// KL(p‖q) between the softmax distributions of two logit rows.
+/// \file
+/// KL(p‖q) between the softmax distributions of two logit rows.
 #pragma once
 
 #include "rdrop/divergence.hpp"

@@ -1,4 +1,5 @@
-// Where the two copies of a sample sit inside a duplicated batch.
+/// \file
+/// Where the two copies of a sample sit inside a duplicated batch.
 #pragma once
 
 #include "rdrop/detail/errors.hpp"

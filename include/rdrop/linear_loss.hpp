@@ -1,8 +1,9 @@
-// R-Drop from hidden states: the output projection fused with RDropLoss.
-// The logits of both copies are never held: the pairs are worked through in
-// chunks, each chunk's logits computed into one reused buffer, turned into
-// their gradient in place, and projected back to the hidden states and the
-// weight before the next chunk.
+/// \file
+/// R-Drop from hidden states: the output projection fused with RDropLoss.
+/// The logits of both copies are never held: the pairs are worked through in
+/// chunks, each chunk's logits computed into one reused buffer, turned into
+/// their gradient in place, and projected back to the hidden states and the
+/// weight before the next chunk.
 #pragma once
 
 #include "rdrop/detail/aliasing.hpp"
@@ -32,6 +33,7 @@ namespace rdrop {
 /// Stands for the bias of a head without one (logits = H·Wᵀ), as the bias
 /// argument and as its gradient.
 struct NoBias {};
+/// The NoBias value to pass: `loss.Evaluate(hidden, weight, rdrop::no_bias, labels)`.
 inline constexpr NoBias no_bias{};
 
 /// How RDropLinearLoss works through a batch.
@@ -153,7 +155,9 @@ class RDropLinearLoss {
     }
   }
 
+  /// The R-Drop options it was made with.
   const RDropOptions<Scalar>& options() const { return loss_.options(); }
+  /// The output-layer options (chunk size, accumulation) it was made with.
   const LinearLossOptions& linear_options() const { return linear_; }
   /// The loss applied to the logits of each chunk.
   const Loss& loss() const { return loss_; }
@@ -170,6 +174,7 @@ class RDropLinearLoss {
     NoGradients none;
     return run(hidden, weight, bias, labels, no_mask(), none, "Evaluate");
   }
+  /// The loss of the unmasked rows (`mask` as in PairedLoss::Evaluate).
   template <typename H, typename W, typename B, typename Y, typename M>
   Scalar Evaluate(const H& hidden, const W& weight, const B& bias, const Y& labels, const M& mask) const {
     NoGradients none;
@@ -186,6 +191,7 @@ class RDropLinearLoss {
     Gradients<GH, GW, GB> out{grad_hidden, grad_weight, grad_bias};
     return run(hidden, weight, bias, labels, no_mask(), out, "EvaluateWithGradient");
   }
+  /// The loss of the unmasked rows and its gradients (masked rows get 0).
   template <typename H, typename W, typename B, typename Y, typename M, typename GH, typename GW, typename GB>
   Scalar EvaluateWithGradient(const H& hidden, const W& weight, const B& bias, const Y& labels, const M& mask,
                               GH&& grad_hidden, GW&& grad_weight, GB&& grad_bias) const {
@@ -199,6 +205,7 @@ class RDropLinearLoss {
   RDropCounts Count(const H& hidden, const W& weight, const Y& labels) const {
     return count(hidden, weight, labels, no_mask());
   }
+  /// What the normalization divides by, with a mask.
   template <typename H, typename W, typename Y, typename M>
   RDropCounts Count(const H& hidden, const W& weight, const Y& labels, const M& mask) const {
     return count(hidden, weight, labels, &mask);

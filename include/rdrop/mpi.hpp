@@ -1,7 +1,8 @@
-// Data-parallel R-Drop over MPI: all-reduce the counts before the backward
-// pass (so that every worker's loss is its exact share of the global one),
-// and the gradients after it. An optional adapter: rdrop.hpp does not
-// include it; link rdrop::mpi (created when CMake finds MPI).
+/// \file
+/// Data-parallel R-Drop over MPI: all-reduce the counts before the backward
+/// pass (so that every worker's loss is its exact share of the global one),
+/// and the gradients after it. An optional adapter: rdrop.hpp does not
+/// include it; link rdrop::mpi (created when CMake finds MPI).
 #pragma once
 
 #include "rdrop/terms.hpp"
@@ -16,11 +17,14 @@
 #include <string>
 #include <type_traits>
 
+/// \namespace rdrop::mpi
+/// Data-parallel R-Drop over MPI (`rdrop/mpi.hpp`, CMake target rdrop::mpi).
 namespace rdrop::mpi {
 
 /// An MPI call that failed: what() names the call and gives MPI's message.
 class Error : public std::runtime_error {
  public:
+  /// The failure of `call` with MPI error `code` (MPI_Error_string gives the message).
   Error(const std::string& call, int code) : std::runtime_error(message(call, code)), code_(code) {}
   /// The MPI error code the call returned.
   int code() const { return code_; }
@@ -129,6 +133,7 @@ void AllReduceSum(Eigen::DenseBase<Derived>& x, MPI_Comm comm) {
   detail::sum_in_place(d.data(), static_cast<std::int64_t>(d.size()), detail::datatype<Scalar>(), comm,
                        "MPI_Allreduce (AllReduceSum)");
 }
+/// The sum of `value` over the workers of `comm`.
 template <typename Scalar, typename = std::enable_if_t<std::is_floating_point_v<Scalar>>>
 Scalar AllReduceSum(Scalar value, MPI_Comm comm) {
   detail::sum_in_place(&value, 1, detail::datatype<Scalar>(), comm, "MPI_Allreduce (AllReduceSum)");

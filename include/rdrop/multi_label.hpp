@@ -1,4 +1,5 @@
-// R-Drop for multi-label outputs: one sigmoid per output node.
+/// \file
+/// R-Drop for multi-label outputs: one sigmoid per output node.
 #pragma once
 
 #include "rdrop/detail/errors.hpp"
@@ -16,14 +17,6 @@
 
 namespace rdrop {
 
-/// Symmetric Bernoulli KL summed over output nodes, for sigmoid outputs:
-/// with p = σ(u), q = σ(v) per node,
-///   ½[KL(p‖q) + KL(q‖p)] = ½ (p − q)(u − v),
-/// computed from the logits u, v (never from clipped probabilities), so
-/// logits of any magnitude are exact. Gradients:
-///   ∂/∂u = ½[p(1 − p)(u − v) + p − q],   ∂/∂v = ½[−q(1 − q)(u − v) − (p − q)].
-/// This is the divergence the seed's readers needed for multi-label R-Drop:
-/// a softmax KL over independent sigmoid nodes is not a divergence at all.
 namespace detail {
 /// σ of a row, into an array of its own. Eigen computes σ one way in packets
 /// and another in scalars (below −9 through exp, which its packet path
@@ -38,6 +31,14 @@ Eigen::Array<typename X::Scalar, 1, Eigen::Dynamic> logistic_of(const X& x) {
 }
 }  // namespace detail
 
+/// Symmetric Bernoulli KL summed over output nodes, for sigmoid outputs:
+/// with p = σ(u), q = σ(v) per node,
+///   ½[KL(p‖q) + KL(q‖p)] = ½ (p − q)(u − v),
+/// computed from the logits u, v (never from clipped probabilities), so
+/// logits of any magnitude are exact. Gradients:
+///   ∂/∂u = ½[p(1 − p)(u − v) + p − q],   ∂/∂v = ½[−q(1 − q)(u − v) − (p − q)].
+/// This is the divergence the seed's readers needed for multi-label R-Drop:
+/// a softmax KL over independent sigmoid nodes is not a divergence at all.
 template <typename Scalar>
 class BernoulliSymmetricKL : public PairedDivergence<BernoulliSymmetricKL<Scalar>, Scalar> {
  public:
@@ -97,6 +98,7 @@ class RDropMultiLabelLoss
     detail::check_common_options(options_, "RDropMultiLabelLoss::RDropMultiLabelLoss");
   }
 
+  /// The options it was made with.
   const MultiLabelOptions<Scalar>& options() const { return options_; }
 
   /// Binary cross-entropy of one row of logits against one row of targets.

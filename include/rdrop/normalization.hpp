@@ -1,4 +1,5 @@
-// The published ways of scaling the two terms of the R-Drop loss.
+/// \file
+/// The published ways of scaling the two terms of the R-Drop loss.
 #pragma once
 
 #include "rdrop/detail/errors.hpp"

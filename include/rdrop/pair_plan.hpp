@@ -1,9 +1,10 @@
-// The machinery every R-Drop loss shares (namespace detail: building blocks
-// for a loss, not API): labels and masks of a duplicated batch spread over
-// its rows, which rows and pairs take part, the pass over pairs (skipping
-// masked ones), and the reduction of their values in a fixed order. It sits
-// beside the public headers because it speaks their vocabulary (Layout,
-// RDropCounts, RDropTerms); rdrop/detail/ is the numeric layer below.
+/// \file
+/// The machinery every R-Drop loss shares (namespace detail: building blocks
+/// for a loss, not API): labels and masks of a duplicated batch spread over
+/// its rows, which rows and pairs take part, the pass over pairs (skipping
+/// masked ones), and the reduction of their values in a fixed order. It sits
+/// beside the public headers because it speaks their vocabulary (Layout,
+/// RDropCounts, RDropTerms); rdrop/detail/ is the numeric layer below.
 #pragma once
 
 #include "rdrop/detail/errors.hpp"

@@ -1,5 +1,6 @@
-// The API every R-Drop loss shares: one call over the 2B output rows of a
-// duplicated batch gives the loss and the gradient for all of them.
+/// \file
+/// The API every R-Drop loss shares: one call over the 2B output rows of a
+/// duplicated batch gives the loss and the gradient for all of them.
 #pragma once
 
 #include "rdrop/detail/aliasing.hpp"
@@ -91,6 +92,7 @@ class PairedLoss {
   void Gradient(const X& logits, const Y& targets, G&& gradient) const {
     run(logits, targets, no_mask(), &gradient, no_values(), nullptr, "Gradient");
   }
+  /// ∂loss/∂logits of the unmasked rows (masked rows get 0).
   template <typename X, typename Y, typename M, typename G>
   void Gradient(const X& logits, const Y& targets, const M& mask, G&& gradient) const {
     run(logits, targets, &mask, &gradient, no_values(), nullptr, "Gradient");
@@ -101,6 +103,7 @@ class PairedLoss {
   Scalar EvaluateWithGradient(const X& logits, const Y& targets, G&& gradient) const {
     return run(logits, targets, no_mask(), &gradient, no_values(), nullptr, "EvaluateWithGradient");
   }
+  /// Evaluate and Gradient with a mask, in one sweep.
   template <typename X, typename Y, typename M, typename G>
   Scalar EvaluateWithGradient(const X& logits, const Y& targets, const M& mask, G&& gradient) const {
     return run(logits, targets, &mask, &gradient, no_values(), nullptr, "EvaluateWithGradient");
@@ -114,6 +117,7 @@ class PairedLoss {
   void EvaluatePerRow(const X& logits, const Y& targets, V&& values) const {
     run(logits, targets, no_mask(), no_grad(), &values, nullptr, "EvaluatePerRow");
   }
+  /// Per-row losses with a mask (masked rows get 0).
   template <typename X, typename Y, typename M, typename V>
   void EvaluatePerRow(const X& logits, const Y& targets, const M& mask, V&& values) const {
     run(logits, targets, &mask, no_grad(), &values, nullptr, "EvaluatePerRow");
@@ -127,6 +131,7 @@ class PairedLoss {
     run(logits, targets, no_mask(), no_grad(), no_values(), &t, "EvaluateTerms");
     return t;
   }
+  /// The sums and counts of the unmasked rows.
   template <typename X, typename Y, typename M>
   RDropTerms<Scalar> EvaluateTerms(const X& logits, const Y& targets, const M& mask) const {
     RDropTerms<Scalar> t;
@@ -143,6 +148,7 @@ class PairedLoss {
     resolve_batch(detail::shape_of(logits), targets, no_mask(), "Count", b);
     return b.plan.counts;
   }
+  /// What the normalization divides by, with a mask.
   template <typename X, typename Y, typename M>
   RDropCounts Count(const X& logits, const Y& targets, const M& mask) const {
     Resolved<Y> b;

@@ -1,5 +1,6 @@
-// rdrop: R-Drop (regularized dropout) losses with analytic gradients for
-// C++ training code. Include this header for everything.
+/// \file
+/// rdrop: R-Drop (regularized dropout) losses with analytic gradients for
+/// C++ training code. Include this header for everything.
 #pragma once
 
 #include "rdrop/consistency.hpp"
@@ -22,3 +23,9 @@
 #include "rdrop/terms.hpp"
 #include "rdrop/threads.hpp"
 #include "rdrop/version.hpp"
+
+/// \namespace rdrop
+/// R-Drop losses with analytic gradients for the 2B output rows of a
+/// duplicated batch, and the pieces around them: the layout of the two
+/// copies, dropout, the divergences, the consistency measure. Names in a
+/// `detail` namespace are not API.

@@ -1,5 +1,6 @@
-// The R-Drop loss for softmax outputs: cross-entropy on both copies plus
-// α · D between them (the symmetric KL by default).
+/// \file
+/// The R-Drop loss for softmax outputs: cross-entropy on both copies plus
+/// α · D between them (the symmetric KL by default).
 #pragma once
 
 #include "rdrop/cross_entropy.hpp"
@@ -98,7 +99,9 @@ class RDropLoss : public PairedLoss<RDropLoss<Scalar, Divergence>, Scalar> {
     }
   }
 
+  /// The options it was made with.
   const RDropOptions<Scalar>& options() const { return options_; }
+  /// The divergence between the two copies.
   const Divergence& divergence() const { return divergence_; }
 
  private:

@@ -1,4 +1,5 @@
-// How the stand-alone loss functors reduce per-row values to one number.
+/// \file
+/// How the stand-alone loss functors reduce per-row values to one number.
 #pragma once
 
 #include "rdrop/detail/errors.hpp"

@@ -1,5 +1,6 @@
-// R-Drop for regression: squared error as the task loss and as the
-// divergence between the two copies (the paper's appendix).
+/// \file
+/// R-Drop for regression: squared error as the task loss and as the
+/// divergence between the two copies (the paper's appendix).
 #pragma once
 
 #include "rdrop/detail/errors.hpp"
@@ -71,6 +72,7 @@ class RDropRegressionLoss
     detail::check_common_options(options_, "RDropRegressionLoss::RDropRegressionLoss");
   }
 
+  /// The options it was made with.
   const RegressionOptions<Scalar>& options() const { return options_; }
 
  private:

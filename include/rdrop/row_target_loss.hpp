@@ -1,8 +1,9 @@
-// The part that RDropMultiLabelLoss and RDropRegressionLoss share (namespace
-// detail: a building block for a loss with row targets, not API): targets
-// that are rows as wide as the logits (probabilities, real values), given
-// once per sample or once per row, a task loss computed row by row, and a
-// divergence from the divergence concept.
+/// \file
+/// The part that RDropMultiLabelLoss and RDropRegressionLoss share (namespace
+/// detail: a building block for a loss with row targets, not API): targets
+/// that are rows as wide as the logits (probabilities, real values), given
+/// once per sample or once per row, a task loss computed row by row, and a
+/// divergence from the divergence concept.
 #pragma once
 
 #include "rdrop/detail/errors.hpp"

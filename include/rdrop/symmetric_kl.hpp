@@ -1,4 +1,5 @@
-// The symmetric KL ½[KL(p‖q) + KL(q‖p)]: R-Drop's divergence.
+/// \file
+/// The symmetric KL ½[KL(p‖q) + KL(q‖p)]: R-Drop's divergence.
 #pragma once
 
 #include "rdrop/divergence.hpp"

@@ -1,5 +1,6 @@
-// Thread count for the pair-parallel sweeps (OpenMP builds only: link
-// rdrop::openmp, or compile with -fopenmp).
+/// \file
+/// Thread count for the pair-parallel sweeps (OpenMP builds only: link
+/// rdrop::openmp, or compile with -fopenmp).
 #pragma once
 
 #include "rdrop/detail/thread_count.hpp"

@@ -1,21 +1,22 @@
-// R-Drop for libtorch: the losses of rdrop as autograd functions on torch
-// tensors. Optional: rdrop/rdrop.hpp does not include this header; link
-// the CMake target rdrop::torch (created when find_package(Torch) succeeds).
-//
-//   at::Tensor loss = rdrop::torch::rdrop_loss(logits, labels, options);
-//   loss.backward();  // gradients for both copies of every sample
-//
-// Each call follows torch's rules for the tensors it is given (docs/torch.md):
-// any strided view is read as its values; with grad mode off or nothing
-// requiring grad only the value is computed; the backward is differentiable
-// once (a double backward raises, as torch's once_differentiable); the
-// in-place variants refuse what torch's in-place ops refuse; 2-byte
-// gradients are rounded once, at the scale grad_output gives them.
-//
-// Errors are c10::Error (TORCH_CHECK) for what torch users check with it
-// (definedness, device, dtype, rank, autograd rules), and
-// std::invalid_argument for shapes and values, naming the function, the
-// argument and the shapes.
+/// \file
+/// R-Drop for libtorch: the losses of rdrop as autograd functions on torch
+/// tensors. Optional: rdrop/rdrop.hpp does not include this header; link
+/// the CMake target rdrop::torch (created when find_package(Torch) succeeds).
+///
+///   at::Tensor loss = rdrop::torch::rdrop_loss(logits, labels, options);
+///   loss.backward();  // gradients for both copies of every sample
+///
+/// Each call follows torch's rules for the tensors it is given (docs/torch.md):
+/// any strided view is read as its values; with grad mode off or nothing
+/// requiring grad only the value is computed; the backward is differentiable
+/// once (a double backward raises, as torch's once_differentiable); the
+/// in-place variants refuse what torch's in-place ops refuse; 2-byte
+/// gradients are rounded once, at the scale grad_output gives them.
+///
+/// Errors are c10::Error (TORCH_CHECK) for what torch users check with it
+/// (definedness, device, dtype, rank, autograd rules), and
+/// std::invalid_argument for shapes and values, naming the function, the
+/// argument and the shapes.
 #pragma once
 
 #include "rdrop/rdrop.hpp"
@@ -39,6 +40,9 @@
 #include <utility>
 #include <vector>
 
+/// \namespace rdrop::torch
+/// The losses of rdrop as libtorch autograd functions on torch tensors
+/// (`rdrop/torch.hpp`, CMake target rdrop::torch).
 namespace rdrop::torch {
 
 /// The divergence between the two copies of RDropLoss.
@@ -53,6 +57,7 @@ enum class Divergence {
 /// style, threads), the divergence, and the loss scale of the in-place
 /// variant.
 struct RDropLossOptions : RDropOptions<double> {
+  /// The divergence between the two copies (the symmetric KL, as in the paper).
   Divergence divergence = Divergence::SymmetricKL;
   /// The factor the loss is multiplied by before backward (a loss scaler's
   /// scale). Read by the in-place variants only: they compute the gradient
@@ -88,6 +93,8 @@ struct RegressionLossOptions : RegressionOptions<double> {
 /// chunk size (accumulate is not offered: autograd accumulates; loss_scale
 /// is not read: linear_loss has no in-place variant).
 struct LinearLossTorchOptions : RDropLossOptions {
+  /// Bytes of logits and their gradient held at a time (see
+  /// rdrop::LinearLossOptions::chunk_bytes); 64 MiB by default.
   std::size_t chunk_bytes = std::size_t(64) << 20;
 };
 
