@@ -12,6 +12,8 @@ packages=(
   dataset-fashion-mnist       # the example's data, in /usr/share/datasets/fashion-mnist
   clang-14 libclang-rt-14-dev # tools/hardening.sh: the libFuzzer harness (tests/fuzz/)
   clang-tidy-14 cppcheck      # tools/hardening.sh: static analysis of the headers
+  doxygen                     # the API reference (target docs, test api_reference)
+  debhelper lintian           # tools/build-deb.sh, tools/test-deb.sh: the Debian package
   openmpi-bin libopenmpi-dev  # rdrop::mpi (rdrop/mpi.hpp), the data-parallel classifier and their tests
   libtorch-dev                # rdrop::torch (rdrop/torch.hpp), the torch classifier and their tests
   diatheke sword-text-sparv sword-text-web  # the translation example's Bible text (Spanish RV1909, English WEB)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds everything (library checks, tests,
 # examples, benchmarks), runs the whole test suite with CTest (the unit
-# tests under the sanitizers), then fuzzes and runs the static analysers.
+# tests under the sanitizers), tests the Debian package, then fuzzes and runs
+# the static analysers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
@@ -13,4 +14,5 @@ jobs=${RDROP_JOBS:-$(nproc)}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DRDROP_SANITIZE_TESTS=ON
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"
+bash tools/test-deb.sh  # the Debian package: built, lintian, installed, used, removed
 bash tools/hardening.sh fuzz tidy cppcheck  # fuzzing (~60 s), clang-tidy, cppcheck

@@ -33,11 +33,39 @@ function(consumer)
   message(STATUS "${last_output}")
 endfunction()
 
+# Writes README.md's ```cmake block that contains `marker` to `file`, each
+# (regex, replacement) pair of ARGN applied: the README's own lines, with
+# this test's paths.
+function(readme_snippet marker file)
+  file(READ "${RDROP_SOURCE_DIR}/README.md" readme)
+  string(REGEX MATCHALL "```cmake\n[^`]*```" blocks "${readme}")
+  set(found "")
+  foreach(block IN LISTS blocks)
+    string(FIND "${block}" "${marker}" at)
+    if(NOT at EQUAL -1)
+      set(found "${block}")
+    endif()
+  endforeach()
+  if(found STREQUAL "")
+    message(FATAL_ERROR "run_consumer: README.md has no ```cmake block with '${marker}'")
+  endif()
+  string(REGEX REPLACE "^```cmake\n" "" found "${found}")
+  string(REGEX REPLACE "```$" "" found "${found}")
+  while(ARGN)
+    list(POP_FRONT ARGN regex replacement)
+    string(REGEX REPLACE "${regex}" "${replacement}" found "${found}")
+  endwhile()
+  message(STATUS "README.md's lines, as this test runs them:\n${found}")
+  file(WRITE "${file}" "${found}")
+endfunction()
+
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
 
 if(MODE STREQUAL "subdirectory")
-  consumer(-DRDROP_SOURCE_DIR=${RDROP_SOURCE_DIR})
+  readme_snippet("add_subdirectory(rdrop)" "${WORK_DIR}/snippet.cmake"
+                 "add_subdirectory\\(rdrop\\)" "add_subdirectory(${RDROP_SOURCE_DIR} rdrop)")
+  consumer(-DRDROP_CONSUMER_SNIPPET=${WORK_DIR}/snippet.cmake)
 elseif(MODE STREQUAL "fetchcontent")
   # What a release archive of the library holds; tests/, docs/ and examples/
   # are left out on purpose: a consumer build must not need them.
@@ -52,7 +80,9 @@ elseif(MODE STREQUAL "fetchcontent")
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "run_consumer: could not pack ${stage}")
   endif()
-  consumer(-DRDROP_ARCHIVE_URL=file://${archive})
+  readme_snippet("FetchContent_Declare(rdrop URL" "${WORK_DIR}/snippet.cmake"
+                 "URL [^ )]+" "URL file://${archive}")
+  consumer(-DRDROP_CONSUMER_SNIPPET=${WORK_DIR}/snippet.cmake)
 elseif(MODE STREQUAL "install")
   # rdrop configured on its own (no tests, examples or benchmarks) and
   # installed into PREFIX; find_package and pkgconfig use it.
