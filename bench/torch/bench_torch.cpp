@@ -134,10 +134,7 @@ void BM_Torch_Analytic(benchmark::State& state) {
 
 /// The options every adapter form uses: stacked copies, α = kAlpha.
 rdrop::torch::RDropLossOptions adapter_options() {
-  rdrop::torch::RDropLossOptions o;
-  o.layout = rdrop::Layout::Stacked;
-  o.alpha = kAlpha;
-  return o;
+  return rdrop::torch::RDropLossOptions().layout(rdrop::Layout::Stacked).alpha(kAlpha);
 }
 
 /// The adapter: rdrop::torch::rdrop_loss forward, loss.backward().
@@ -234,8 +231,7 @@ void linear_step(benchmark::State& state) {
     w = 0.05 * torch::randn({vocab, hidden});
   }
   const at::Tensor y = torch::randint(0, vocab, {pairs}, torch::kLong);
-  rdrop::torch::LinearLossTorchOptions o;
-  o.layout = rdrop::Layout::Stacked;
+  const auto o = rdrop::torch::LinearLossTorchOptions().layout(rdrop::Layout::Stacked);
   rdrop::torch::release_linear_buffers();  // each repetition starts without buffers, whichever ran before
   with_memory_counters(state, [&] {
     rdrop_bench::run_wall_clock(state, 2.0 * static_cast<double>(pairs * vocab), 4.0, [&] {

@@ -143,17 +143,20 @@ Dataset load(const std::string& images_path, const std::string& labels_path) {
   return {x, y};
 }
 
-/// The MLP: body (784-512-512 with ReLU and dropout) and output layer.
+/// The MLP: body (784-512-512 with ReLU and dropout) and output layer. The
+/// output layer is rdrop's RDropLinearLoss module: its weight and bias are
+/// parameters like torch::nn::Linear's (initialized the same way), its
+/// logits() is the layer, and called with labels it is the fused R-Drop loss.
 struct MlpImpl : torch::nn::Module {
-  MlpImpl(double p) {
+  MlpImpl(double p, const rdrop::torch::LinearLossTorchOptions& loss) {
     body = register_module("body", torch::nn::Sequential(torch::nn::Linear(784, 512), torch::nn::ReLU(),
                                                          torch::nn::Dropout(p), torch::nn::Linear(512, 512),
                                                          torch::nn::ReLU(), torch::nn::Dropout(p)));
-    head = register_module("head", torch::nn::Linear(512, 10));
+    head = register_module("head", rdrop::torch::RDropLinearLoss(rdrop::torch::RDropLinearLossOptions(512, 10).loss(loss)));
   }
-  at::Tensor forward(const at::Tensor& x) { return head->forward(body->forward(x)); }
+  at::Tensor forward(const at::Tensor& x) { return head->logits(body->forward(x)); }
   torch::nn::Sequential body{nullptr};
-  torch::nn::Linear head{nullptr};
+  rdrop::torch::RDropLinearLoss head{nullptr};
 };
 TORCH_MODULE(Mlp);
 
@@ -207,11 +210,10 @@ int main(int argc, char** argv) {
   std::printf("torch::nn MLP 784-512-512-10, dropout %.2f, Adam lr %g, batch %d, %s\n", s.dropout, s.lr, s.batch,
               rdrop_mode ? "R-Drop through rdrop::torch (each batch fed twice)" : "plain dropout (alpha 0)");
 
-  Mlp model(s.dropout);
+  const auto options = rdrop::torch::RDropLossOptions().alpha(s.alpha).ignore_index(kUnlabeled);
+  Mlp model(s.dropout, options);
+  rdrop::torch::RDropLoss rdrop_loss(options);
   torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(s.lr));
-  rdrop::torch::LinearLossTorchOptions options;  // also the R-Drop options of rdrop_loss
-  options.alpha = s.alpha;
-  options.ignore_index = kUnlabeled;
   std::FILE* csv = s.csv.empty() ? nullptr : std::fopen(s.csv.c_str(), "w");
   if (!s.csv.empty() && !csv) {
     std::fprintf(stderr, "rdrop_torch_classifier: cannot write '%s'\n", s.csv.c_str());
@@ -235,10 +237,9 @@ int main(int argc, char** argv) {
         // dropout masks in one forward pass.
         const at::Tensor doubled = x.repeat_interleave(2, 0);
         if (s.fused_head) {
-          loss = rdrop::torch::linear_loss(model->body->forward(doubled), model->head->weight, model->head->bias, y,
-                                           options);
+          loss = model->head(model->body->forward(doubled), y);
         } else {
-          loss = rdrop::torch::rdrop_loss(model->forward(doubled), y, options);
+          loss = rdrop_loss(model->forward(doubled), y);
         }
       } else {
         loss = torch::nn::functional::cross_entropy(model->forward(x), y,

@@ -734,13 +734,16 @@ int run(const Settings& s) {
                 st.best_bleu, static_cast<long long>(st.best_epoch));
   }
 
-  rdrop::torch::LinearLossTorchOptions options;
-  options.alpha = s.alpha;
-  options.layout = rdrop::Layout::Stacked;
-  options.normalization = rdrop::Normalization::Fairseq;
-  options.padding_index = sp.pad;
-  options.label_smoothing = s.label_smoothing;
-  options.smoothing_style = rdrop::SmoothingStyle::ExcludeTarget;
+  // The output layer is tied to the embeddings: linear_loss with the
+  // embedding as its weight (the module RDropLinearLoss holds a weight of
+  // its own).
+  const auto options = rdrop::torch::LinearLossTorchOptions()
+                           .alpha(s.alpha)
+                           .layout(rdrop::Layout::Stacked)
+                           .normalization(rdrop::Normalization::Fairseq)
+                           .padding_index(sp.pad)
+                           .label_smoothing(s.label_smoothing)
+                           .smoothing_style(rdrop::SmoothingStyle::ExcludeTarget);
 
   examples::Progress progress(s.progress == 1 || (s.progress == -1 && ::isatty(2)));
   for (int epoch = static_cast<int>(st.epoch) + 1; epoch <= s.epochs; ++epoch) {

@@ -25,6 +25,10 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/csrc/autograd/variable.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/init.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
 
 #include <Eigen/Core>
 #include <unsupported/Eigen/CXX11/Tensor>
@@ -52,50 +56,168 @@ enum class Divergence {
   JensenShannon  ///< ½KL(p‖m) + ½KL(q‖m), m = ½(p + q)
 };
 
-/// Settings of rdrop_loss: those of rdrop::RDropOptions (α, layout,
-/// normalization, ignore_index, padding_index, label smoothing and its
-/// style, threads), the divergence, and the loss scale of the in-place
-/// variant.
-struct RDropLossOptions : RDropOptions<double> {
-  /// The divergence between the two copies (the symmetric KL, as in the paper).
-  Divergence divergence = Divergence::SymmetricKL;
-  /// The factor the loss is multiplied by before backward (a loss scaler's
-  /// scale). Read by the in-place variants only: they compute the gradient
-  /// in the forward pass, so they write loss_scale · ∂loss/∂logits (2-byte
-  /// logits: rounded once, at that size), and their backward expects
-  /// grad_output == loss_scale (2-byte logits: any other grad_output
-  /// throws; float and double: the gradient is rescaled). The out-of-place
-  /// functions take the scale from grad_output and need no hint.
-  double loss_scale = 1.0;
+/// The settings every rdrop::torch loss takes, set in torch's style, one
+/// chained call each (as TORCH_ARG makes them:
+/// `RDropLossOptions().alpha(4).label_smoothing(0.1)`), and read the same
+/// way (`options.alpha()`). Defaults are those of the Eigen API's options.
+/// Derived is the options class, which every setter returns, so that a
+/// chain mixes these settings with the class's own.
+template <typename Derived>
+class LossSettings {
+ public:
+  /// Sets the weight α of the divergence (≥ 0).
+  Derived& alpha(double value) { return set(alpha_, value); }
+  /// The weight α of the divergence.
+  double alpha() const noexcept { return alpha_; }
+  /// Sets where the two copies of a sample are (see rdrop::Layout).
+  Derived& layout(Layout value) { return set(layout_, value); }
+  /// Where the two copies of a sample are.
+  Layout layout() const noexcept { return layout_; }
+  /// Sets how the two terms are scaled (see rdrop::Normalization).
+  Derived& normalization(Normalization value) { return set(normalization_, value); }
+  /// How the two terms are scaled.
+  Normalization normalization() const noexcept { return normalization_; }
+  /// Sets the threads of the sweep (0: rdrop::set_num_threads's value).
+  Derived& threads(int value) { return set(threads_, value); }
+  /// The threads of the sweep (0: rdrop::set_num_threads's value).
+  int threads() const noexcept { return threads_; }
+  /// Sets the factor the loss is multiplied by before backward (a loss
+  /// scaler's scale). Read by the in-place variants only: they compute the
+  /// gradient in the forward pass, so they write loss_scale · ∂loss/∂logits
+  /// (2-byte logits: rounded once, at that size), and their backward
+  /// expects grad_output == loss_scale (2-byte logits: any other
+  /// grad_output throws; float and double: the gradient is rescaled). The
+  /// out-of-place functions take the scale from grad_output and need no hint.
+  Derived& loss_scale(double value) { return set(loss_scale_, value); }
+  /// The loss scale of the in-place variants (1 by default).
+  double loss_scale() const noexcept { return loss_scale_; }
+
+ protected:
+  /// Sets `field` and returns the options, for the next call of a chain.
+  template <typename T>
+  Derived& set(T& field, T value) {
+    field = value;
+    return static_cast<Derived&>(*this);
+  }
+
+ private:
+  double alpha_ = RDropOptions<double>{}.alpha;
+  Layout layout_ = RDropOptions<double>{}.layout;
+  Normalization normalization_ = RDropOptions<double>{}.normalization;
+  int threads_ = RDropOptions<double>{}.threads;
+  double loss_scale_ = 1.0;
 };
 
-/// Settings of multi_label_loss (those of rdrop::MultiLabelOptions) and
-/// the loss scale of the in-place variant (see RDropLossOptions::loss_scale).
-struct MultiLabelLossOptions : MultiLabelOptions<double> {
+/// LossSettings and the settings of a loss with integer labels: those of
+/// rdrop::RDropOptions (ignore_index, padding_index, label smoothing and its
+/// style) and the divergence.
+template <typename Derived>
+class RDropSettings : public LossSettings<Derived> {
+ public:
+  /// Sets the label whose rows carry no task term (−100 by default).
+  Derived& ignore_index(std::int64_t value) { return this->set(ignore_index_, value); }
+  /// The label whose rows carry no task term.
+  std::int64_t ignore_index() const noexcept { return ignore_index_; }
+  /// Sets the padding label: its rows take no part at all (rdrop::no_padding: none).
+  Derived& padding_index(std::int64_t value) { return this->set(padding_index_, value); }
+  /// The padding label (rdrop::no_padding: none).
+  std::int64_t padding_index() const noexcept { return padding_index_; }
+  /// Sets the label smoothing ε, in [0, 1].
+  Derived& label_smoothing(double value) { return this->set(label_smoothing_, value); }
+  /// The label smoothing ε.
+  double label_smoothing() const noexcept { return label_smoothing_; }
+  /// Sets how ε is spread (see rdrop::SmoothingStyle).
+  Derived& smoothing_style(SmoothingStyle value) { return this->set(smoothing_style_, value); }
+  /// How ε is spread.
+  SmoothingStyle smoothing_style() const noexcept { return smoothing_style_; }
+  /// Sets the divergence between the two copies.
+  Derived& divergence(Divergence value) { return this->set(divergence_, value); }
+  /// The divergence between the two copies (the symmetric KL, as in the paper).
+  Divergence divergence() const noexcept { return divergence_; }
+
+ protected:
+  /// Takes every setting of `other`, another options class's.
+  template <typename Other>
+  void assign(const RDropSettings<Other>& other) {
+    this->alpha(other.alpha()).layout(other.layout()).normalization(other.normalization()).threads(other.threads());
+    this->loss_scale(other.loss_scale());
+    ignore_index(other.ignore_index()).padding_index(other.padding_index());
+    label_smoothing(other.label_smoothing()).smoothing_style(other.smoothing_style()).divergence(other.divergence());
+  }
+
+ private:
+  std::int64_t ignore_index_ = RDropOptions<double>{}.ignore_index;
+  std::int64_t padding_index_ = RDropOptions<double>{}.padding_index;
+  double label_smoothing_ = RDropOptions<double>{}.label_smoothing;
+  SmoothingStyle smoothing_style_ = RDropOptions<double>{}.smoothing_style;
+  Divergence divergence_ = Divergence::SymmetricKL;
+};
+
+/// Settings of rdrop_loss and of the module RDropLoss (see RDropSettings).
+class RDropLossOptions : public RDropSettings<RDropLossOptions> {
+ public:
+  RDropLossOptions() = default;
+  /// From the Eigen API's options (divergence SymmetricKL, loss_scale 1).
+  RDropLossOptions(const RDropOptions<double>& options)  // NOLINT(google-explicit-constructor)
+  {
+    alpha(options.alpha).layout(options.layout).normalization(options.normalization).threads(options.threads);
+    ignore_index(options.ignore_index).padding_index(options.padding_index);
+    label_smoothing(options.label_smoothing).smoothing_style(options.smoothing_style);
+  }
+  /// Every R-Drop setting of other options (those of linear_loss).
+  template <typename Other>
+  RDropLossOptions(const RDropSettings<Other>& options)  // NOLINT(google-explicit-constructor)
+  {
+    assign(options);
+  }
+};
+
+/// Settings of multi_label_loss: those of rdrop::MultiLabelOptions and the
+/// loss scale of the in-place variant (see LossSettings).
+class MultiLabelLossOptions : public LossSettings<MultiLabelLossOptions> {
+ public:
   MultiLabelLossOptions() = default;
   /// From the Eigen API's options (loss_scale 1).
   MultiLabelLossOptions(const MultiLabelOptions<double>& options)  // NOLINT(google-explicit-constructor)
-      : MultiLabelOptions<double>(options) {}
-  double loss_scale = 1.0;  ///< see RDropLossOptions::loss_scale
+  {
+    alpha(options.alpha).layout(options.layout).normalization(options.normalization).threads(options.threads);
+  }
 };
 
-/// Settings of regression_loss (those of rdrop::RegressionOptions) and the
-/// loss scale of the in-place variant (see RDropLossOptions::loss_scale).
-struct RegressionLossOptions : RegressionOptions<double> {
+/// Settings of regression_loss: those of rdrop::RegressionOptions and the
+/// loss scale of the in-place variant (see LossSettings).
+class RegressionLossOptions : public LossSettings<RegressionLossOptions> {
+ public:
   RegressionLossOptions() = default;
   /// From the Eigen API's options (loss_scale 1).
   RegressionLossOptions(const RegressionOptions<double>& options)  // NOLINT(google-explicit-constructor)
-      : RegressionOptions<double>(options) {}
-  double loss_scale = 1.0;  ///< see RDropLossOptions::loss_scale
+  {
+    alpha(options.alpha).layout(options.layout).normalization(options.normalization).threads(options.threads);
+  }
 };
 
-/// Settings of linear_loss: the R-Drop settings and rdrop::LinearLossOptions'
-/// chunk size (accumulate is not offered: autograd accumulates; loss_scale
-/// is not read: linear_loss has no in-place variant).
-struct LinearLossTorchOptions : RDropLossOptions {
-  /// Bytes of logits and their gradient held at a time (see
-  /// rdrop::LinearLossOptions::chunk_bytes); 64 MiB by default.
-  std::size_t chunk_bytes = std::size_t(64) << 20;
+/// Settings of linear_loss and of the module RDropLinearLoss: the R-Drop
+/// settings (RDropSettings) and rdrop::LinearLossOptions' chunk size
+/// (accumulate is not offered: autograd accumulates; loss_scale is not
+/// read: linear_loss has no in-place variant).
+class LinearLossTorchOptions : public RDropSettings<LinearLossTorchOptions> {
+ public:
+  LinearLossTorchOptions() = default;
+  /// The R-Drop settings of other options (those of rdrop_loss), the
+  /// default chunk size.
+  template <typename Other>
+  LinearLossTorchOptions(const RDropSettings<Other>& options)  // NOLINT(google-explicit-constructor)
+  {
+    assign(options);
+  }
+  /// Sets the bytes of logits and their gradient held at a time (see
+  /// rdrop::LinearLossOptions::chunk_bytes).
+  LinearLossTorchOptions& chunk_bytes(std::size_t value) { return set(chunk_bytes_, value); }
+  /// The bytes of logits and their gradient held at a time; 64 MiB by default.
+  std::size_t chunk_bytes() const noexcept { return chunk_bytes_; }
+
+ private:
+  std::size_t chunk_bytes_ = LinearLossOptions{}.chunk_bytes;
 };
 
 namespace detail {
@@ -283,17 +405,17 @@ double evaluate(const Loss& loss, const X& x, const Y& y, const at::Tensor& mask
   return grad ? static_cast<double>(loss.EvaluateWithGradient(x, y, *grad)) : static_cast<double>(loss.Evaluate(x, y));
 }
 
-template <typename S>
-RDropOptions<S> options_in(const RDropLossOptions& o) {
+template <typename S, typename Options>
+RDropOptions<S> options_in(const Options& o) {
   RDropOptions<S> r;
-  r.alpha = static_cast<S>(o.alpha);
-  r.layout = o.layout;
-  r.normalization = o.normalization;
-  r.ignore_index = o.ignore_index;
-  r.padding_index = o.padding_index;
-  r.label_smoothing = static_cast<S>(o.label_smoothing);
-  r.smoothing_style = o.smoothing_style;
-  r.threads = o.threads;
+  r.alpha = static_cast<S>(o.alpha());
+  r.layout = o.layout();
+  r.normalization = o.normalization();
+  r.ignore_index = static_cast<Eigen::Index>(o.ignore_index());
+  r.padding_index = static_cast<Eigen::Index>(o.padding_index());
+  r.label_smoothing = static_cast<S>(o.label_smoothing());
+  r.smoothing_style = o.smoothing_style();
+  r.threads = o.threads();
   return r;
 }
 
@@ -401,15 +523,15 @@ struct RDropSpec {
       const auto s = static_cast<S>(scale);
       return with_labels(labels, where, [&](const auto& y) {
         return with_views<E>(logits, grad, [&](const auto& x, auto* g) {
-          switch (o.divergence) {
+          switch (o.divergence()) {
             case Divergence::SymmetricKL:
-              return evaluate(RDropLoss<S>(options).WithGradientScale(s), x, y, mask, g);
+              return evaluate(rdrop::RDropLoss<S>(options).WithGradientScale(s), x, y, mask, g);
             case Divergence::KL:
-              return evaluate(RDropLoss<S, KLDivergence<S>>(options).WithGradientScale(s), x, y, mask, g);
+              return evaluate(rdrop::RDropLoss<S, KLDivergence<S>>(options).WithGradientScale(s), x, y, mask, g);
             case Divergence::JensenShannon:
-              return evaluate(RDropLoss<S, JensenShannon<S>>(options).WithGradientScale(s), x, y, mask, g);
+              return evaluate(rdrop::RDropLoss<S, JensenShannon<S>>(options).WithGradientScale(s), x, y, mask, g);
           }
-          unknown_divergence(o.divergence, where);
+          unknown_divergence(o.divergence(), where);
         });
       });
     });
@@ -430,10 +552,10 @@ struct RowTargetSpec {
       using E = typename std::decay_t<decltype(tag)>::type;
       using S = rdrop::detail::compute_t<E>;
       EigenOptions<S> options;
-      options.alpha = static_cast<S>(o.alpha);
-      options.layout = o.layout;
-      options.normalization = o.normalization;
-      options.threads = o.threads;
+      options.alpha = static_cast<S>(o.alpha());
+      options.layout = o.layout();
+      options.normalization = o.normalization();
+      options.threads = o.threads();
       const auto loss = Loss<S>(options).WithGradientScale(static_cast<S>(scale));
       // Targets in the loss's compute type (float for 2-byte logits).
       const at::Tensor t = targets.to(std::is_same_v<S, float> ? at::kFloat : at::kDouble).contiguous();
@@ -473,7 +595,7 @@ struct LossFunction : ::torch::autograd::Function<LossFunction<Spec>> {
     double value = 0;
     if (in_place) {
       saved = Saved::InPlace;
-      value = Spec::run(logits, targets, mask, o, logits, o.loss_scale, where);
+      value = Spec::run(logits, targets, mask, o, logits, o.loss_scale(), where);
       ::torch::autograd::impl::bump_version(logits);  // its values are now the gradient
       ctx->save_for_backward({logits});
     } else if (is_two_byte(logits)) {
@@ -489,7 +611,7 @@ struct LossFunction : ::torch::autograd::Function<LossFunction<Spec>> {
       ctx->save_for_backward({grad});
     }
     ctx->saved_data["saved"] = static_cast<std::int64_t>(saved);
-    ctx->saved_data["loss_scale"] = o.loss_scale;
+    ctx->saved_data["loss_scale"] = o.loss_scale();
     ctx->saved_data["where"] = std::string(where);
     ctx->saved_data["inputs"] = hold(edges_of({logits}));
     return loss_tensor(value, logits);
@@ -533,7 +655,7 @@ struct LossFunction : ::torch::autograd::Function<LossFunction<Spec>> {
         } else {
           TORCH_CHECK(!is_two_byte(in_logits), where, ": the ", in_logits.scalar_type(),
                       " logits hold their gradient rounded at loss_scale ", written, ", and backward received "
-                      "grad_output ", scale, ": scaling it now would round it twice. Set options.loss_scale to the "
+                      "grad_output ", scale, ": scaling it now would round it twice. Set options.loss_scale(s) to the "
                       "factor the loss is multiplied by, or use the out-of-place function");
           grad = in_logits * (scale / written);
         }
@@ -567,8 +689,8 @@ at::Tensor call(const at::Tensor& logits, const at::Tensor& targets, const at::T
               "' requires grad; rdrop differentiates the logits only: pass ", Spec::targets_name, ".detach()");
   if (in_place) {
     check_in_place(logits, where);
-    if (!(std::isfinite(o.loss_scale) && o.loss_scale != 0)) {
-      throw std::invalid_argument(std::string(where) + ": argument 'loss_scale' is " + std::to_string(o.loss_scale) +
+    if (!(std::isfinite(o.loss_scale()) && o.loss_scale() != 0)) {
+      throw std::invalid_argument(std::string(where) + ": argument 'loss_scale' is " + std::to_string(o.loss_scale()) +
                                   "; expected a finite, non-zero factor");
     }
   }
@@ -601,7 +723,7 @@ inline double linear_run(const at::Tensor& h, const at::Tensor& w, const at::Ten
   return dispatch<false>(h, where, "hidden", [&](auto tag) {
     using S = typename std::decay_t<decltype(tag)>::type;
     LinearLossOptions linear;
-    linear.chunk_bytes = o.chunk_bytes;
+    linear.chunk_bytes = o.chunk_bytes();
     const Eigen::Map<const RowMajor<S>> wm(data_of<S>(w), w.size(0), w.size(1));
     const bool with_grad = g.hidden.defined();
     const auto run = [&](auto loss) {
@@ -630,15 +752,15 @@ inline double linear_run(const at::Tensor& h, const at::Tensor& w, const at::Ten
       });
     };
     const RDropOptions<S> options = options_in<S>(o);
-    switch (o.divergence) {
+    switch (o.divergence()) {
       case Divergence::SymmetricKL:
-        return run(RDropLinearLoss<S>(options, linear));
+        return run(rdrop::RDropLinearLoss<S>(options, linear));
       case Divergence::KL:
-        return run(RDropLinearLoss<S, KLDivergence<S>>(options, linear));
+        return run(rdrop::RDropLinearLoss<S, KLDivergence<S>>(options, linear));
       case Divergence::JensenShannon:
-        return run(RDropLinearLoss<S, JensenShannon<S>>(options, linear));
+        return run(rdrop::RDropLinearLoss<S, JensenShannon<S>>(options, linear));
     }
-    unknown_divergence(o.divergence, where);
+    unknown_divergence(o.divergence(), where);
   });
 }
 
@@ -670,7 +792,7 @@ struct LinearLossFunction : ::torch::autograd::Function<LinearLossFunction> {
 
 /// The R-Drop loss of a duplicated batch (rdrop::RDropLoss) as a scalar
 /// tensor with a gradient function: `logits` [2B, C] or [2B, T, C] (float,
-/// double, bfloat16, half; copies placed as options.layout says; any
+/// double, bfloat16, half; copies placed as options.layout() says; any
 /// strided view), `labels` int64 (or int32) once per sample ([B] or
 /// [B, T]) or once per row ([2B] or [2B, T]), `mask` optional (any dtype,
 /// non-zero = keep, the labels' shape). The gradient reaches both copies;
@@ -685,7 +807,7 @@ inline at::Tensor rdrop_loss(const at::Tensor& logits, const at::Tensor& labels,
   return detail::call<detail::RDropSpec>(logits, labels, mask, options, false, "rdrop::torch::rdrop_loss");
 }
 
-/// rdrop_loss that writes the gradient (times options.loss_scale) over the
+/// rdrop_loss that writes the gradient (times options.loss_scale()) over the
 /// logits (contiguous) in the forward pass and keeps it there for the
 /// backward: no logits-sized buffer. The logits' values are gone after
 /// the call; their version counter is bumped, so an autograd node that
@@ -734,7 +856,7 @@ inline at::Tensor regression_loss_(const at::Tensor& outputs, const at::Tensor& 
 /// (none); float or double; any strided views. `labels` and `mask` as for
 /// rdrop_loss, shaped after `hidden`. Gradients for hidden, weight and
 /// bias; the forward saves those three (the inputs' sizes, not the
-/// logits'). The chunk buffers (at most options.chunk_bytes) are kept per
+/// logits'). The chunk buffers (at most options.chunk_bytes()) are kept per
 /// thread and dtype between calls, as a loss object of the Eigen API
 /// keeps them; release_linear_buffers() frees them.
 inline at::Tensor linear_loss(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& bias,
@@ -771,5 +893,136 @@ inline void release_linear_buffers() {
   detail::linear_buffers<float>() = std::make_shared<rdrop::detail::LinearWorkspace<float>>();
   detail::linear_buffers<double>() = std::make_shared<rdrop::detail::LinearWorkspace<double>>();
 }
+
+/// rdrop_loss as a torch::nn::Module, as torch::nn::CrossEntropyLoss is
+/// F::cross_entropy: `rdrop::torch::RDropLoss loss(RDropLossOptions().alpha(4));`
+/// then `loss(logits, labels)` or `loss(logits, labels, mask)`. It holds no
+/// parameters; its options are public, as torch's modules' are. (forward's
+/// mask has a default, so the module is called directly, not through
+/// torch::nn::AnyModule.)
+class RDropLossImpl : public ::torch::nn::Cloneable<RDropLossImpl> {
+ public:
+  /// A loss with `options` (see rdrop_loss).
+  explicit RDropLossImpl(RDropLossOptions options = {}) : options(std::move(options)) {}
+  /// Nothing to reset: the loss has no parameters or buffers.
+  void reset() override {}
+  /// Writes "rdrop::torch::RDropLoss(alpha=…)".
+  void pretty_print(std::ostream& stream) const override {
+    stream << "rdrop::torch::RDropLoss(alpha=" << options.alpha() << ")";
+  }
+  /// rdrop_loss(logits, labels, options, mask).
+  at::Tensor forward(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask = {}) {
+    return rdrop_loss(logits, labels, options, mask);
+  }
+  /// The options of every call.
+  RDropLossOptions options;
+};
+/// The module holder of RDropLossImpl, as TORCH_MODULE makes them (the
+/// macro itself names `torch::`, which inside rdrop::torch is this namespace).
+class RDropLoss : public ::torch::nn::ModuleHolder<RDropLossImpl> {
+ public:
+  using ::torch::nn::ModuleHolder<RDropLossImpl>::ModuleHolder;
+  /// The module type it holds.
+  using Impl = RDropLossImpl;
+};
+
+/// Settings of the module RDropLinearLoss: the output layer's sizes, as
+/// torch::nn::LinearOptions gives them, whether it has a bias, and the
+/// loss's settings.
+class RDropLinearLossOptions {
+ public:
+  /// An output layer from `in_features` (D) to `out_features` (V classes).
+  RDropLinearLossOptions(std::int64_t in_features, std::int64_t out_features)
+      : in_features_(in_features), out_features_(out_features) {}
+  /// Sets the hidden size D.
+  RDropLinearLossOptions& in_features(std::int64_t value) { in_features_ = value; return *this; }
+  /// The hidden size D.
+  std::int64_t in_features() const noexcept { return in_features_; }
+  /// Sets the number of classes V.
+  RDropLinearLossOptions& out_features(std::int64_t value) { out_features_ = value; return *this; }
+  /// The number of classes V.
+  std::int64_t out_features() const noexcept { return out_features_; }
+  /// Sets whether the layer has a bias (true by default).
+  RDropLinearLossOptions& bias(bool value) { bias_ = value; return *this; }
+  /// Whether the layer has a bias.
+  bool bias() const noexcept { return bias_; }
+  /// Sets the loss's settings (see linear_loss).
+  RDropLinearLossOptions& loss(LinearLossTorchOptions value) { loss_ = std::move(value); return *this; }
+  /// The loss's settings.
+  const LinearLossTorchOptions& loss() const noexcept { return loss_; }
+
+ private:
+  std::int64_t in_features_;
+  std::int64_t out_features_;
+  bool bias_ = true;
+  LinearLossTorchOptions loss_;
+};
+
+/// The output layer fused with the R-Drop loss (linear_loss) as a
+/// torch::nn::Module: it holds the layer's `weight` [V, D] and `bias` [V]
+/// as registered parameters (optimizers, `parameters()`, `torch::save` and
+/// `to()` see them; initialized as torch::nn::Linear initializes its own),
+/// and `loss(hidden, labels)` gives the loss without holding the logits.
+/// `logits(hidden)` gives hidden·weightᵀ + bias for prediction. A layer
+/// whose weight is tied to another (an embedding) calls linear_loss instead.
+class RDropLinearLossImpl : public ::torch::nn::Cloneable<RDropLinearLossImpl> {
+ public:
+  /// The layer and loss of `options`; throws std::invalid_argument for a
+  /// size below 1.
+  explicit RDropLinearLossImpl(RDropLinearLossOptions options) : options(std::move(options)) {
+    if (this->options.in_features() < 1 || this->options.out_features() < 1) {
+      throw std::invalid_argument("rdrop::torch::RDropLinearLoss: in_features " +
+                                  std::to_string(this->options.in_features()) + " and out_features " +
+                                  std::to_string(this->options.out_features()) + "; expected both ≥ 1");
+    }
+    reset();
+  }
+  /// Registers fresh parameters and initializes them (reset_parameters).
+  void reset() override {
+    weight = register_parameter("weight", ::torch::empty({options.out_features(), options.in_features()}));
+    if (options.bias()) {
+      bias = register_parameter("bias", ::torch::empty({options.out_features()}));
+    } else {
+      bias = register_parameter("bias", {}, /*requires_grad=*/false);
+    }
+    reset_parameters();
+  }
+  /// torch::nn::Linear's initialization: weight Kaiming-uniform with
+  /// a = √5, bias uniform in ±1/√D.
+  void reset_parameters() {
+    ::torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+    if (bias.defined()) {
+      const double bound = 1.0 / std::sqrt(static_cast<double>(options.in_features()));
+      ::torch::nn::init::uniform_(bias, -bound, bound);
+    }
+  }
+  /// Writes "rdrop::torch::RDropLinearLoss(in_features=…, out_features=…, bias=…)".
+  void pretty_print(std::ostream& stream) const override {
+    stream << std::boolalpha << "rdrop::torch::RDropLinearLoss(in_features=" << options.in_features()
+           << ", out_features=" << options.out_features() << ", bias=" << options.bias()
+           << ", alpha=" << options.loss().alpha() << ")";
+  }
+  /// linear_loss(hidden, weight, bias, labels, options.loss(), mask).
+  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& labels, const at::Tensor& mask = {}) {
+    return linear_loss(hidden, weight, bias, labels, options.loss(), mask);
+  }
+  /// The layer's logits hidden·weightᵀ + bias (for prediction: they are
+  /// held, unlike in forward).
+  at::Tensor logits(const at::Tensor& hidden) const { return at::linear(hidden, weight, bias); }
+
+  /// The layer and loss settings.
+  RDropLinearLossOptions options;
+  /// The weight [V, D] (a registered parameter).
+  at::Tensor weight;
+  /// The bias [V], undefined where options.bias() is false (a registered parameter).
+  at::Tensor bias;
+};
+/// The module holder of RDropLinearLossImpl, as TORCH_MODULE makes them.
+class RDropLinearLoss : public ::torch::nn::ModuleHolder<RDropLinearLossImpl> {
+ public:
+  using ::torch::nn::ModuleHolder<RDropLinearLossImpl>::ModuleHolder;
+  /// The module type it holds.
+  using Impl = RDropLinearLossImpl;
+};
 
 }  // namespace rdrop::torch

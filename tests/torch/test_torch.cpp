@@ -15,6 +15,7 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -73,28 +74,28 @@ at::Tensor divergence_rows(const at::Tensor& a, const at::Tensor& b, Divergence 
 /// The R-Drop loss written in torch ops, as a user without rdrop would
 /// (labels once per sample, rank-2 logits).
 at::Tensor torch_rdrop(const at::Tensor& logits, const at::Tensor& y, const rdrop::torch::RDropLossOptions& o) {
-  const at::Tensor rows = row_labels(y, o.layout);
+  const at::Tensor rows = row_labels(y, o.layout());
   const at::Tensor ce = F::cross_entropy(logits, rows,
                                          F::CrossEntropyFuncOptions()
                                              .reduction(torch::kNone)
-                                             .ignore_index(o.ignore_index)
-                                             .label_smoothing(o.label_smoothing));
-  const auto [a, b] = copies(logits, o.layout);
-  const at::Tensor d = divergence_rows(a, b, o.divergence).sum();
-  const double labeled = rows.ne(o.ignore_index).sum().item<double>();
+                                             .ignore_index(o.ignore_index())
+                                             .label_smoothing(o.label_smoothing()));
+  const auto [a, b] = copies(logits, o.layout());
+  const at::Tensor d = divergence_rows(a, b, o.divergence()).sum();
+  const double labeled = rows.ne(o.ignore_index()).sum().item<double>();
   const double pairs = static_cast<double>(a.size(0));
-  switch (o.normalization) {
+  switch (o.normalization()) {
     case Normalization::Paper:
     case Normalization::Sum:
-      return ce.sum() + o.alpha * d;
+      return ce.sum() + o.alpha() * d;
     case Normalization::KerasCode:
-      return ce.sum() / labeled + o.alpha * d / (2 * pairs);
+      return ce.sum() / labeled + o.alpha() * d / (2 * pairs);
     case Normalization::PyTorchReadme:
-      return ce.sum() / labeled + o.alpha * d;
+      return ce.sum() / labeled + o.alpha() * d;
     case Normalization::Mean:
-      return ce.sum() / labeled + o.alpha * d / pairs;
+      return ce.sum() / labeled + o.alpha() * d / pairs;
     case Normalization::Fairseq:
-      return (ce.sum() + o.alpha * d) / pairs;
+      return (ce.sum() + o.alpha() * d) / pairs;
   }
   return {};
 }
@@ -138,11 +139,11 @@ TEST_CASE("rdrop_loss equals torch's composition for every layout, normalization
   at::Tensor y = torch::randint(0, c, {b}, torch::kLong);
   y[2] = -100;  // unlabeled: divergence only
   rdrop::torch::RDropLossOptions o;
-  o.layout = layout;
-  o.normalization = norm;
-  o.divergence = divergence;
-  o.alpha = 0.7;
-  o.label_smoothing = smoothing;
+  o.layout(layout);
+  o.normalization(norm);
+  o.divergence(divergence);
+  o.alpha(0.7);
+  o.label_smoothing(smoothing);
   const auto [value, grad] = value_and_grad(x, [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z, y, o); });
   const auto [want, want_grad] = value_and_grad(x, [&](const at::Tensor& z) { return torch_rdrop(z, y, o); });
   CHECK(value.scalar_type() == dtype);
@@ -163,13 +164,13 @@ TEST_CASE("A [2B, T, V] batch with padding and a mask equals the fairseq formula
   target.index_put_({2, 4}, pad);
   const double eps = 0.1, alpha = 5.0;
   rdrop::torch::RDropLossOptions o;
-  o.layout = Layout::Stacked;  // fairseq concatenates the two copies
-  o.normalization = Normalization::Fairseq;
-  o.padding_index = pad;
-  o.label_smoothing = eps;
-  o.smoothing_style = rdrop::SmoothingStyle::ExcludeTarget;
-  o.alpha = alpha;
-  o.ignore_index = -100;
+  o.layout(Layout::Stacked);  // fairseq concatenates the two copies
+  o.normalization(Normalization::Fairseq);
+  o.padding_index(pad);
+  o.label_smoothing(eps);
+  o.smoothing_style(rdrop::SmoothingStyle::ExcludeTarget);
+  o.alpha(alpha);
+  o.ignore_index(-100);
 
   // fairseq's label_smoothed_nll_loss and compute_kl_loss, summed over the
   // unpadded tokens and divided by their number (sample_size = ntokens).
@@ -216,8 +217,8 @@ TEST_CASE("Gradient check in double: the backward against central differences of
   const at::Tensor x = logits_of(2 * b, c, at::kDouble, 5);
   const at::Tensor y = torch::tensor({1, 4, 0}, torch::kLong);
   rdrop::torch::RDropLossOptions o;
-  o.divergence = divergence;
-  o.label_smoothing = 0.05;
+  o.divergence(divergence);
+  o.label_smoothing(0.05);
   const auto f = [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z, y, o); };
   const auto [value, grad] = value_and_grad(x, f);
   const double h = 1e-6;
@@ -309,8 +310,8 @@ TEST_CASE("Multi-label, regression and the fused linear loss equal torch's compo
   SECTION("multi-label: BCE with logits + alpha * Bernoulli symmetric KL") {
     const at::Tensor targets = torch::randint(0, 2, {b, k}).to(dtype);
     rdrop::torch::MultiLabelLossOptions o;
-    o.alpha = 0.8;
-    o.normalization = Normalization::Sum;
+    o.alpha(0.8);
+    o.normalization(Normalization::Sum);
     const auto reference = [&](const at::Tensor& z) {
       const at::Tensor bce = F::binary_cross_entropy_with_logits(
           z, targets.repeat_interleave(2, 0),
@@ -321,7 +322,7 @@ TEST_CASE("Multi-label, regression and the fused linear loss equal torch's compo
                          l1t = at::log_sigmoid(-t);
         return (at::sigmoid(s) * (ls - lt) + at::sigmoid(-s) * (l1s - l1t)).sum();
       };
-      return bce + o.alpha * 0.5 * (bern_kl(u, v) + bern_kl(v, u));
+      return bce + o.alpha() * 0.5 * (bern_kl(u, v) + bern_kl(v, u));
     };
     const auto [value, grad] =
         value_and_grad(x, [&](const at::Tensor& z) { return rdrop::torch::multi_label_loss(z, targets, o); });
@@ -332,12 +333,12 @@ TEST_CASE("Multi-label, regression and the fused linear loss equal torch's compo
   SECTION("regression: squared error + alpha * squared distance") {
     const at::Tensor targets = torch::randn({2 * b, k}).to(dtype);
     rdrop::torch::RegressionLossOptions o;
-    o.alpha = 0.5;
-    o.layout = Layout::Stacked;
-    o.normalization = Normalization::Sum;
+    o.alpha(0.5);
+    o.layout(Layout::Stacked);
+    o.normalization(Normalization::Sum);
     const auto reference = [&](const at::Tensor& z) {
       const auto [u, v] = copies(z, Layout::Stacked);
-      return (z - targets).pow(2).sum() + o.alpha * (u - v).pow(2).sum();
+      return (z - targets).pow(2).sum() + o.alpha() * (u - v).pow(2).sum();
     };
     const auto [value, grad] =
         value_and_grad(x, [&](const at::Tensor& z) { return rdrop::torch::regression_loss(z, targets, o); });
@@ -351,7 +352,7 @@ TEST_CASE("Multi-label, regression and the fused linear loss equal torch's compo
     const at::Tensor weight = torch::randn({v, d}).to(dtype), bias = torch::randn({v}).to(dtype);
     const at::Tensor y = torch::randint(0, v, {b}, torch::kLong);
     rdrop::torch::LinearLossTorchOptions o;
-    o.alpha = 1.5;
+    o.alpha(1.5);
     const auto run = [&](bool fused) {
       const at::Tensor h = hidden.clone().requires_grad_(true), w = weight.clone().requires_grad_(true),
                        bb = bias.clone().requires_grad_(true);
@@ -529,9 +530,9 @@ TEST_CASE("Every strided view reads as its values made contiguous: random as_str
     const at::Tensor targets = view_of(torch::rand({tl.storage}, torch::kDouble), tl);
     const at::Tensor weight = view_of(torch::randn({wl.storage}, torch::kDouble), wl);
     rdrop::torch::RDropLossOptions o;
-    o.alpha = 0.9;
-    o.divergence = static_cast<Divergence>(trial % 3);
-    o.layout = trial % 2 ? Layout::Stacked : Layout::Interleaved;
+    o.alpha(0.9);
+    o.divergence(static_cast<Divergence>(trial % 3));
+    o.layout(trial % 2 ? Layout::Stacked : Layout::Interleaved);
     const auto apply = [&](const at::Tensor& z, bool contiguous) -> at::Tensor {
       const at::Tensor y = contiguous ? labels.contiguous() : labels;
       const at::Tensor m = mask.defined() && contiguous ? mask.contiguous() : mask;
@@ -543,7 +544,7 @@ TEST_CASE("Every strided view reads as its values made contiguous: random as_str
         case 4: return rdrop::torch::regression_loss_(z, contiguous ? targets.contiguous() : targets, {}, m);
         case 5: {
           rdrop::torch::LinearLossTorchOptions lo;
-          lo.alpha = 0.9;
+          lo.alpha(0.9);
           return rdrop::torch::linear_loss(z, contiguous ? weight.contiguous() : weight, at::Tensor(), y, lo, m);
         }
         default: return rdrop::torch::rdrop_loss(z.transpose(0, 0), y, o, m);
@@ -670,8 +671,8 @@ TEST_CASE("2-byte gradients under loss scaling are rounded once: the float gradi
   at::Tensor y = torch::randint(0, c, {b}, torch::kLong);
   y.slice(0, 0, b / 4).fill_(-100);  // unlabeled pairs: divergence only, small gradients
   rdrop::torch::RDropLossOptions o;
-  o.layout = Layout::Stacked;
-  o.normalization = Normalization::Mean;
+  o.layout(Layout::Stacked);
+  o.normalization(Normalization::Mean);
 
   // The float gradient at the scale (rdrop's float sweep on the widened
   // logits, the scale in its weights: tests/test_two_byte.cpp checks it
@@ -685,8 +686,8 @@ TEST_CASE("2-byte gradients under loss scaling are rounded once: the float gradi
     Eigen::Map<MatrixF> gm(at_scale.data_ptr<float>(), xf.size(0), xf.size(1));
     const Eigen::Map<const Eigen::Matrix<int64_t, Eigen::Dynamic, 1>> ym(y.data_ptr<int64_t>(), y.numel());
     rdrop::RDropOptions<float> eo;
-    eo.layout = o.layout;
-    eo.normalization = o.normalization;
+    eo.layout = o.layout();
+    eo.normalization = o.normalization();
     rdrop::RDropLoss<float>(eo).WithGradientScale(static_cast<float>(scale)).Gradient(xm, ym, gm);
   }
   const at::Tensor once = at_scale.to(dtype);
@@ -735,7 +736,7 @@ TEST_CASE("2-byte gradients under loss scaling are rounded once: the float gradi
   }
   SECTION("rdrop_loss_: loss_scale announces the scale; another grad_output is refused") {
     rdrop::torch::RDropLossOptions scaled_o = o;
-    scaled_o.loss_scale = scale;
+    scaled_o.loss_scale(scale);
     const at::Tensor leaf = x.clone().requires_grad_(true);
     const at::Tensor z = leaf * 1;
     (rdrop::torch::rdrop_loss_(z, y, scaled_o) * scale).backward();
@@ -784,9 +785,9 @@ TEST_CASE("In place refuses what torch's in-place ops refuse, leaving the logits
     const at::Tensor z = x.clone().requires_grad_(true) * 1;
     const at::Tensor before = z.detach().clone();
     rdrop::torch::RDropLossOptions o;
-    o.loss_scale = 0;
+    o.loss_scale(0);
     CHECK_THROWS_AS(rdrop::torch::rdrop_loss_(z, y, o), std::invalid_argument);
-    o.loss_scale = std::numeric_limits<double>::infinity();
+    o.loss_scale(std::numeric_limits<double>::infinity());
     CHECK_THROWS_WITH(rdrop::torch::rdrop_loss_(z, y, o), Catch::Contains("loss_scale"));
     CHECK(at::equal(z.detach(), before));
   }
@@ -886,5 +887,186 @@ TEST_CASE("With grad mode off or nothing requiring grad, only the value is compu
     const float eval = rdrop::torch::linear_loss(h, w, bias, y).item<float>();
     const float train = rdrop::torch::linear_loss(h.clone().requires_grad_(true), w, bias, y).item<float>();
     CHECK(eval == train);
+  }
+}
+
+TEST_CASE("Options in torch's style: each chained setter sets what it names, defaults are the Eigen API's",
+          "[torch][options]") {
+  using rdrop::torch::LinearLossTorchOptions;
+  using rdrop::torch::RDropLossOptions;
+  const RDropLossOptions defaults;
+  const rdrop::RDropOptions<double> eigen;
+  CHECK(defaults.alpha() == 1.0);
+  CHECK(defaults.alpha() == eigen.alpha);
+  CHECK(defaults.layout() == Layout::Interleaved);
+  CHECK(defaults.normalization() == Normalization::KerasCode);
+  CHECK(defaults.ignore_index() == -100);
+  CHECK(defaults.padding_index() == rdrop::no_padding);
+  CHECK(defaults.label_smoothing() == 0.0);
+  CHECK(defaults.smoothing_style() == rdrop::SmoothingStyle::Uniform);
+  CHECK(defaults.threads() == 0);
+  CHECK(defaults.divergence() == Divergence::SymmetricKL);
+  CHECK(defaults.loss_scale() == 1.0);
+  CHECK(LinearLossTorchOptions().chunk_bytes() == rdrop::LinearLossOptions{}.chunk_bytes);
+
+  const auto o = RDropLossOptions()
+                     .alpha(4)
+                     .layout(Layout::Stacked)
+                     .normalization(Normalization::Fairseq)
+                     .ignore_index(-5)
+                     .padding_index(0)
+                     .label_smoothing(0.1)
+                     .smoothing_style(rdrop::SmoothingStyle::ExcludeTarget)
+                     .divergence(Divergence::KL)
+                     .threads(2)
+                     .loss_scale(8);
+  CHECK(o.alpha() == 4.0);
+  CHECK(o.layout() == Layout::Stacked);
+  CHECK(o.normalization() == Normalization::Fairseq);
+  CHECK(o.ignore_index() == -5);
+  CHECK(o.padding_index() == 0);
+  CHECK(o.label_smoothing() == 0.1);
+  CHECK(o.smoothing_style() == rdrop::SmoothingStyle::ExcludeTarget);
+  CHECK(o.divergence() == Divergence::KL);
+  CHECK(o.threads() == 2);
+  CHECK(o.loss_scale() == 8.0);
+
+  // The derived class's own setting anywhere in a chain.
+  const auto lo = LinearLossTorchOptions().chunk_bytes(1 << 20).alpha(2).layout(Layout::Stacked).chunk_bytes(1 << 16);
+  CHECK(lo.chunk_bytes() == (1u << 16));
+  CHECK(lo.alpha() == 2.0);
+  const LinearLossTorchOptions from_rdrop = o;
+  CHECK(from_rdrop.alpha() == 4.0);
+  CHECK(from_rdrop.divergence() == Divergence::KL);
+  CHECK(from_rdrop.padding_index() == 0);
+  CHECK(from_rdrop.smoothing_style() == rdrop::SmoothingStyle::ExcludeTarget);
+  CHECK(from_rdrop.chunk_bytes() == rdrop::LinearLossOptions{}.chunk_bytes);
+
+  // From the Eigen API's options, every field carried over.
+  rdrop::RDropOptions<double> e;
+  e.alpha = 3;
+  e.layout = Layout::Stacked;
+  e.normalization = Normalization::Sum;
+  e.ignore_index = 7;
+  e.padding_index = 2;
+  e.label_smoothing = 0.2;
+  e.smoothing_style = rdrop::SmoothingStyle::ExcludeTarget;
+  e.threads = 3;
+  const RDropLossOptions from_eigen = e;
+  CHECK(from_eigen.alpha() == 3.0);
+  CHECK(from_eigen.layout() == Layout::Stacked);
+  CHECK(from_eigen.normalization() == Normalization::Sum);
+  CHECK(from_eigen.ignore_index() == 7);
+  CHECK(from_eigen.padding_index() == 2);
+  CHECK(from_eigen.label_smoothing() == 0.2);
+  CHECK(from_eigen.smoothing_style() == rdrop::SmoothingStyle::ExcludeTarget);
+  CHECK(from_eigen.threads() == 3);
+  rdrop::MultiLabelOptions<double> m;
+  m.alpha = 0.25;
+  m.normalization = Normalization::Mean;
+  const rdrop::torch::MultiLabelLossOptions from_multi = m;
+  CHECK(from_multi.alpha() == 0.25);
+  CHECK(from_multi.normalization() == Normalization::Mean);
+  const auto r = rdrop::torch::RegressionLossOptions().alpha(0.5).layout(Layout::Stacked);
+  CHECK(r.alpha() == 0.5);
+  CHECK(r.layout() == Layout::Stacked);
+}
+
+TEST_CASE("The module RDropLoss is rdrop_loss: value and gradient against torch's composition", "[torch][modules]") {
+  torch::manual_seed(11);
+  const int64_t b = 5, c = 7;
+  const auto o = rdrop::torch::RDropLossOptions().alpha(0.7).layout(Layout::Stacked).label_smoothing(0.1);
+  rdrop::torch::RDropLoss criterion(o);
+  CHECK(criterion->options.alpha() == 0.7);
+  CHECK(criterion->parameters().empty());
+  const at::Tensor logits = torch::randn({2 * b, c}, torch::kDouble);
+  const at::Tensor y = torch::randint(0, c, {b}, torch::kLong);
+  const at::Tensor x1 = logits.clone().requires_grad_(true), x2 = logits.clone().requires_grad_(true);
+  const at::Tensor got = criterion(x1, y);
+  const at::Tensor want = torch_rdrop(x2, y, o);
+  got.backward();
+  want.backward();
+  CHECK(close(got.detach(), want.detach(), 1e-12));
+  CHECK(close(x1.grad(), x2.grad(), 1e-12));
+  // With a mask: the function's value.
+  const at::Tensor mask = torch::tensor({1, 0, 1, 1, 0}, torch::kBool);
+  CHECK(close(criterion(logits, y, mask), rdrop::torch::rdrop_loss(logits, y, o, mask), 0));
+  std::ostringstream printed;
+  printed << *criterion;
+  CHECK(printed.str() == "rdrop::torch::RDropLoss(alpha=0.7)");
+}
+
+TEST_CASE("The module RDropLinearLoss holds its layer as parameters: initialized as torch::nn::Linear, trained by an "
+          "optimizer, saved and loaded, its loss linear_loss's",
+          "[torch][modules]") {
+  const int64_t b = 4, d = 6, v = 11;
+  const auto loss_options = rdrop::torch::LinearLossTorchOptions().alpha(1.5).layout(Layout::Stacked);
+  torch::manual_seed(5);
+  rdrop::torch::RDropLinearLoss head(rdrop::torch::RDropLinearLossOptions(d, v).loss(loss_options));
+  torch::manual_seed(5);
+  torch::nn::Linear linear(d, v);
+
+  SECTION("parameters named and initialized as torch::nn::Linear's") {
+    const auto params = head->named_parameters();
+    REQUIRE(params.size() == 2);
+    REQUIRE(params.contains("weight"));
+    REQUIRE(params.contains("bias"));
+    CHECK(params["weight"].sizes() == at::IntArrayRef({v, d}));
+    CHECK(params["bias"].sizes() == at::IntArrayRef({v}));
+    CHECK(at::equal(head->weight, linear->weight));
+    CHECK(at::equal(head->bias, linear->bias));
+    std::ostringstream printed;
+    printed << *head;
+    CHECK(printed.str() == "rdrop::torch::RDropLinearLoss(in_features=6, out_features=11, bias=true, alpha=1.5)");
+  }
+  SECTION("the loss and its gradients are linear_loss's and torch's composition's; logits() is the layer") {
+    const at::Tensor hidden = torch::randn({2 * b, d});
+    const at::Tensor y = torch::randint(0, v, {b}, torch::kLong);
+    const at::Tensor h1 = hidden.clone().requires_grad_(true), h2 = hidden.clone().requires_grad_(true);
+    const at::Tensor got = head(h1, y);
+    const at::Tensor want = torch_rdrop(linear(h2), y, loss_options);
+    got.backward();
+    want.backward();
+    CHECK(close(got.detach(), want.detach(), 1e-5));
+    CHECK(close(h1.grad(), h2.grad(), 1e-5));
+    CHECK(close(head->weight.grad(), linear->weight.grad(), 1e-5));
+    CHECK(close(head->bias.grad(), linear->bias.grad(), 1e-5));
+    CHECK(close(head->logits(hidden), linear(hidden).detach(), 0));
+    // An optimizer sees and moves the parameters.
+    const at::Tensor before = head->weight.detach().clone();
+    torch::optim::SGD sgd(head->parameters(), torch::optim::SGDOptions(0.5));
+    sgd.step();
+    CHECK(close(head->weight.detach(), before - 0.5 * linear->weight.grad(), 1e-5));
+  }
+  SECTION("saved and loaded with torch::save and torch::load; cloned deeply; converted by to()") {
+    std::stringstream stream;
+    torch::save(head, stream);
+    rdrop::torch::RDropLinearLoss loaded(rdrop::torch::RDropLinearLossOptions(d, v));
+    CHECK_FALSE(at::equal(loaded->weight, head->weight));
+    torch::load(loaded, stream);
+    CHECK(at::equal(loaded->weight, head->weight));
+    CHECK(at::equal(loaded->bias, head->bias));
+    const auto copy = std::dynamic_pointer_cast<rdrop::torch::RDropLinearLossImpl>(head->clone());
+    REQUIRE(copy);
+    CHECK(at::equal(copy->weight, head->weight));
+    CHECK(copy->weight.data_ptr() != head->weight.data_ptr());
+    CHECK(copy->options.loss().alpha() == 1.5);
+    head->to(torch::kDouble);
+    CHECK(head->weight.scalar_type() == torch::kDouble);
+    const at::Tensor value = head(torch::randn({2 * b, d}, torch::kDouble), torch::randint(0, v, {b}, torch::kLong));
+    CHECK(value.scalar_type() == torch::kDouble);
+  }
+  SECTION("without a bias: one parameter, the loss of hidden·weightᵀ") {
+    rdrop::torch::RDropLinearLoss bare(rdrop::torch::RDropLinearLossOptions(d, v).bias(false).loss(loss_options));
+    CHECK(bare->named_parameters().size() == 1);
+    CHECK_FALSE(bare->bias.defined());
+    const at::Tensor hidden = torch::randn({2 * b, d});
+    const at::Tensor y = torch::randint(0, v, {b}, torch::kLong);
+    CHECK(close(bare(hidden, y), torch_rdrop(at::matmul(hidden, bare->weight.detach().t()), y, loss_options), 1e-5));
+  }
+  SECTION("sizes below 1 are refused") {
+    CHECK_THROWS_WITH(rdrop::torch::RDropLinearLoss(rdrop::torch::RDropLinearLossOptions(0, v)),
+                      Catch::Contains("in_features 0 and out_features 11; expected both"));
+    CHECK_THROWS_AS(rdrop::torch::RDropLinearLoss(rdrop::torch::RDropLinearLossOptions(d, -1)), std::invalid_argument);
   }
 }
