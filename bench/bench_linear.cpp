@@ -8,9 +8,8 @@
 //                   three gradients), counted by the allocator of
 //                   memory_counter.hpp: the buffers a variant keeps between
 //                   calls (its logits, the fused loss's chunk) are created in
-//                   the benchmark and counted too. The same allocator is
-//                   Google Benchmark's memory manager (max_bytes_used in the
-//                   JSON).
+//                   the benchmark and counted too. A counter of each
+//                   repetition, right in every JSON entry.
 //   items_per_second  logits (2·pairs·vocab) per wall-clock second.
 #include <rdrop/linear_loss.hpp>
 #include <rdrop/rdrop.hpp>
@@ -165,12 +164,9 @@ BENCHMARK(BM_LinearRDrop_Fused)->Apply(shapes)->Apply(tokens)->Unit(benchmark::k
 BENCHMARK(BM_LinearRDrop_Unfused)->Apply(shapes)->Apply(tokens)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_LinearRDrop_GemmOnly)->Apply(shapes)->Unit(benchmark::kMillisecond);
 
-// Every benchmark of the binary reports max_bytes_used through the counting
-// allocator (Google Benchmark runs each once more to measure it).
-const bool memory_manager_registered = [] {
-  static rdrop_bench::CountingMemoryManager manager;
-  benchmark::RegisterMemoryManager(&manager);
-  return true;
-}();
+// No Google Benchmark memory manager: in 1.7.1 its result is not per
+// repetition (interleaved repetitions' JSON held 0 or garbage such as
+// 7236844123925471090 for max_bytes_used), while peak_extra_MiB is a
+// counter of each repetition's own run.
 
 }  // namespace

@@ -93,15 +93,4 @@ std::int64_t peak_bytes() { return peak.load(); }
 void reset_peak() { peak.store(in_use.load()); }
 std::int64_t allocations() { return count.load(); }
 
-void CountingMemoryManager::Start() {
-  reset_peak();
-  baseline_ = bytes_in_use();
-  allocations_ = allocations();
-}
-
-void CountingMemoryManager::Stop(Result& result) {
-  result.num_allocs = allocations() - allocations_;
-  result.max_bytes_used = peak_bytes() - baseline_;
-}
-
 }  // namespace rdrop_bench

@@ -6,8 +6,6 @@
 // benchmark reports, beyond what was in use when it started to count.
 #pragma once
 
-#include <benchmark/benchmark.h>
-
 #include <cstdint>
 
 namespace rdrop_bench {
@@ -22,19 +20,5 @@ void reset_peak();
 
 /// Allocations since the program started.
 std::int64_t allocations();
-
-/// Google Benchmark's memory-manager hook on the counting allocator:
-/// max_bytes_used is the peak beyond the bytes in use at Start().
-class CountingMemoryManager : public benchmark::MemoryManager {
- public:
-  void Start() override;
-  void Stop(Result& result) override;
-  // Google Benchmark 1.7 still declares the pointer form pure virtual.
-  void Stop(Result* result) override { Stop(*result); }
-
- private:
-  std::int64_t baseline_ = 0;
-  std::int64_t allocations_ = 0;
-};
 
 }  // namespace rdrop_bench
