@@ -16,6 +16,7 @@ packages=(
   debhelper lintian           # tools/build-deb.sh, tools/test-deb.sh: the Debian package
   openmpi-bin libopenmpi-dev  # rdrop::mpi (rdrop/mpi.hpp), the data-parallel classifier and their tests
   libtorch-dev                # rdrop::torch (rdrop/torch.hpp), the torch classifier and their tests
+  libopenblas0-pthread        # libtorch's float products leave the reference BLAS (about 7x, docs/torch.md)
   diatheke sword-text-sparv sword-text-web  # the translation example's Bible text (Spanish RV1909, English WEB)
   sentencepiece                             # the translation example's tokenizer (spm_train; its C++ library is not linked: examples/translation/pieces.hpp)
 )
