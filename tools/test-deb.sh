@@ -28,7 +28,7 @@ deb=$(bash tools/build-deb.sh "$work/deb" | tail -n 1)
 version=$(dpkg-deb -f "$deb" Version)
 [ "$(dpkg-deb -f "$deb" Architecture)" = all ] || fail "$deb is not Architecture: all"
 dpkg-deb -f "$deb" Depends | grep -q 'libeigen3-dev' || fail "$deb does not depend on libeigen3-dev"
-for s in libtorch-dev mpi-default-dev; do
+for s in libtorch-dev libopenmpi-dev libgomp1; do
   dpkg-deb -f "$deb" Suggests | grep -q "$s" || fail "$deb does not suggest $s"
 done
 contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
