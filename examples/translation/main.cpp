@@ -14,6 +14,7 @@
 // (Normalization::Fairseq). --alpha 0 keeps the same two-copy path;
 // --single-pass trains the plain baseline (one copy, torch's own
 // cross-entropy). A checkpoint after every epoch resumes a stopped run.
+#include "../../bench/memory_counter.hpp"
 #include "../common/cli.hpp"
 #include "bleu.hpp"
 #include "model.hpp"
@@ -75,6 +76,12 @@ struct Settings {
   int progress = -1;  // -1: when stderr is a terminal
   bool quick = false;
   std::string detokenize;  // --detokenize FILE: print its ids decoded, exit
+  // --measure-memory: peak memory of a training step, fused against explicit
+  bool measure_memory = false;
+  int64_t vocab = 8000;
+  long memory_batch = 64;
+  long memory_length = 32;
+  double memory_budget_gib = 4.0;
 };
 
 constexpr const char* kUsage =
@@ -103,6 +110,12 @@ constexpr const char* kUsage =
     "  --device cpu|cuda   where the model runs; the loss runs on the CPU (default cpu)\n"
     "  --progress / --no-progress  the progress bar on stderr (default: when a terminal)\n"
     "  --detokenize FILE   print the ids of FILE (one sentence a line) as text and exit\n"
+    "  --measure-memory    no training: the peak memory of one training step (forward and\n"
+    "                      backward, both copies) with the fused output layer (linear_loss)\n"
+    "                      and with an explicit one (at::linear + rdrop_loss), at --memory-batch\n"
+    "                      sentences of --memory-length tokens (default 64, 32) and --vocab\n"
+    "                      pieces (default 8000), and the largest batch of each in\n"
+    "                      --memory-budget-gib (default 4); --data is not read\n"
     "  --quick             a smoke run: 300 pairs, d=32, 1+1 layers, 5 epochs, 100\n"
     "                      validation pairs (other flags still apply after it)\n";
 
@@ -144,6 +157,7 @@ Settings parse_arguments(int argc, char** argv) {
     if (flag == "--post-norm") { s.pre_norm = false; continue; }
     if (flag == "--progress") { s.progress = 1; continue; }
     if (flag == "--no-progress") { s.progress = 0; continue; }
+    if (flag == "--measure-memory") { s.measure_memory = true; continue; }
     if (i + 1 >= argc) usage_error(flag.rfind("--", 0) == 0 ? flag + " needs a value" : "unexpected argument '" + flag + "'");
     const std::string value = argv[++i];
     if (flag == "--data") s.data = value;
@@ -170,6 +184,10 @@ Settings parse_arguments(int argc, char** argv) {
     else if (flag == "--valid-limit") s.valid_limit = number<long>(flag, value, 0, 1L << 40);
     else if (flag == "--epochs") s.epochs = number<int>(flag, value, 1, 1000000);
     else if (flag == "--threads") s.threads = number<int>(flag, value, 0, 1024);
+    else if (flag == "--vocab") s.vocab = number<int64_t>(flag, value, 8, 1 << 24);
+    else if (flag == "--memory-batch") s.memory_batch = number<long>(flag, value, 1, 1L << 24);
+    else if (flag == "--memory-length") s.memory_length = number<long>(flag, value, 2, 1000);
+    else if (flag == "--memory-budget-gib") s.memory_budget_gib = number<double>(flag, value, 0.01, 1 << 20);
     else if (flag == "--seed") s.seed = number<std::uint64_t>(flag, value, 0, std::uint64_t(1) << 52);
     else if (flag == "--device") {
       if (value != "cpu" && value != "cuda") usage_error("--device expects cpu or cuda, got '" + value + "'");
@@ -639,11 +657,115 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+translation::ModelConfig model_config(const Settings& s, int64_t vocab, int64_t pad) {
+  translation::ModelConfig config;
+  config.vocab = vocab;
+  config.d_model = s.d_model;
+  config.ffn = s.ffn;
+  config.heads = s.heads;
+  config.encoder_layers = s.encoder_layers;
+  config.decoder_layers = s.decoder_layers;
+  config.dropout = s.dropout;
+  config.attention_dropout = s.attention_dropout;
+  config.pre_norm = s.pre_norm;
+  config.pad = pad;
+  return config;
+}
+
+// ---------------------------------------------------------------- memory
+
+/// Peak bytes of one R-Drop training step (forward and backward of both
+/// copies, stacked) beyond what was in use before it, counted by the
+/// allocator of bench/memory_counter.cpp (every malloc of the process):
+/// with the output layer fused into linear_loss, or explicit (at::linear,
+/// then rdrop_loss on the logits). Sentences of `length` random pieces, no
+/// padding.
+std::int64_t step_peak_bytes(translation::Transformer& model, const Settings& s, bool fused, long batch, long length) {
+  const int64_t v = model->config.vocab;
+  const at::Tensor source = torch::randint(1, v, {batch, length}, torch::kLong);
+  const at::Tensor target_in = torch::randint(1, v, {batch, length}, torch::kLong);
+  const at::Tensor labels = torch::randint(1, v, {batch, length}, torch::kLong);
+  const auto options = rdrop::torch::LinearLossTorchOptions()
+                           .alpha(s.alpha)
+                           .layout(rdrop::Layout::Stacked)
+                           .normalization(rdrop::Normalization::Fairseq)
+                           .padding_index(model->config.pad)
+                           .label_smoothing(s.label_smoothing)
+                           .smoothing_style(rdrop::SmoothingStyle::ExcludeTarget);
+  model->zero_grad(/*set_to_none=*/true);
+  rdrop::torch::release_linear_buffers();  // the fused loss's chunk buffers count too
+  const std::int64_t before = rdrop_bench::bytes_in_use();
+  rdrop_bench::reset_peak();
+  {
+    const at::Tensor h = model->decode(torch::cat({target_in, target_in}), model->encode(torch::cat({source, source})));
+    const at::Tensor loss = fused ? rdrop::torch::linear_loss(h, model->output_weight(), {}, labels, options)
+                                  : rdrop::torch::rdrop_loss(at::linear(h, model->output_weight()), labels, options);
+    loss.backward();
+  }
+  const std::int64_t peak = rdrop_bench::peak_bytes() - before;
+  model->zero_grad(/*set_to_none=*/true);
+  rdrop::torch::release_linear_buffers();
+  return peak;
+}
+
+/// The largest batch (sentences) whose step peaks within `budget` bytes:
+/// the peak is affine in the batch, so two measurements place it; the
+/// answer is then checked (it fits, one sentence more does not), moving
+/// by one sentence until it holds.
+long largest_batch(translation::Transformer& model, const Settings& s, bool fused, std::int64_t budget, long length,
+                   std::int64_t* peak_at_largest) {
+  const long b1 = 8, b2 = 32;
+  const double p1 = static_cast<double>(step_peak_bytes(model, s, fused, b1, length));
+  const double p2 = static_cast<double>(step_peak_bytes(model, s, fused, b2, length));
+  const double per_sentence = (p2 - p1) / static_cast<double>(b2 - b1);
+  long b = std::max(1L, static_cast<long>((static_cast<double>(budget) - (p1 - per_sentence * b1)) / per_sentence));
+  std::int64_t peak = step_peak_bytes(model, s, fused, b, length);
+  while (peak > budget && b > 1) peak = step_peak_bytes(model, s, fused, --b, length);
+  for (;;) {
+    const std::int64_t next = step_peak_bytes(model, s, fused, b + 1, length);
+    if (next > budget) break;
+    ++b;
+    peak = next;
+  }
+  *peak_at_largest = peak;
+  return b;
+}
+
+int measure_memory(const Settings& s) {
+  torch::manual_seed(s.seed);
+  translation::Transformer model(model_config(s, s.vocab, /*pad=*/0));
+  model->train();
+  const double mib = 1024.0 * 1024.0;
+  std::printf("memory: transformer d=%lld ffn=%lld heads=%lld layers %lld+%lld, vocabulary %lld, %ld pieces a "
+              "sentence on both sides, each batch fed twice (stacked), alpha %g, %d threads\n",
+              static_cast<long long>(s.d_model), static_cast<long long>(s.ffn), static_cast<long long>(s.heads),
+              static_cast<long long>(s.encoder_layers), static_cast<long long>(s.decoder_layers),
+              static_cast<long long>(s.vocab), s.memory_length, s.alpha, at::get_num_threads());
+  const std::int64_t fused = step_peak_bytes(model, s, true, s.memory_batch, s.memory_length);
+  const std::int64_t explicit_layer = step_peak_bytes(model, s, false, s.memory_batch, s.memory_length);
+  std::printf("memory: batch of %ld sentences (%ld target tokens a copy): peak of a step %.1f MiB with the fused "
+              "output layer (linear_loss), %.1f MiB with an explicit one (at::linear + rdrop_loss): %.2fx\n",
+              s.memory_batch, s.memory_batch * s.memory_length, static_cast<double>(fused) / mib,
+              static_cast<double>(explicit_layer) / mib,
+              static_cast<double>(explicit_layer) / static_cast<double>(std::max<std::int64_t>(fused, 1)));
+  const auto budget = static_cast<std::int64_t>(s.memory_budget_gib * 1024.0 * mib);
+  std::int64_t fused_peak = 0, explicit_peak = 0;
+  const long fused_batch = largest_batch(model, s, true, budget, s.memory_length, &fused_peak);
+  const long explicit_batch = largest_batch(model, s, false, budget, s.memory_length, &explicit_peak);
+  std::printf("memory: largest batch in %g GiB: %ld sentences with the fused output layer (peak %.1f MiB), %ld with "
+              "an explicit one (peak %.1f MiB): %.2fx the batch\n",
+              s.memory_budget_gib, fused_batch, static_cast<double>(fused_peak) / mib, explicit_batch,
+              static_cast<double>(explicit_peak) / mib,
+              static_cast<double>(fused_batch) / static_cast<double>(std::max(explicit_batch, 1L)));
+  return 0;
+}
+
 int run(const Settings& s) {
   if (s.threads > 0) {
     at::set_num_threads(s.threads);
     rdrop::set_num_threads(s.threads);
   }
+  if (s.measure_memory) return measure_memory(s);
   if (s.device == "cuda" && !torch::cuda::is_available()) {
     std::fprintf(stderr, "%s: --device cuda, but this libtorch has no usable CUDA device (torch::cuda::is_available() "
                  "is false); use --device cpu\n", kProgram);
@@ -665,18 +787,7 @@ int run(const Settings& s) {
   const std::string fp_text = serialize(fp);
 
   torch::manual_seed(s.seed);
-  translation::ModelConfig config;
-  config.vocab = vocab;
-  config.d_model = s.d_model;
-  config.ffn = s.ffn;
-  config.heads = s.heads;
-  config.encoder_layers = s.encoder_layers;
-  config.decoder_layers = s.decoder_layers;
-  config.dropout = s.dropout;
-  config.attention_dropout = s.attention_dropout;
-  config.pre_norm = s.pre_norm;
-  config.pad = sp.pad;
-  translation::Transformer model(config);
+  translation::Transformer model(model_config(s, vocab, sp.pad));
   model->to(device);
   torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(s.lr)
                                                          .betas(std::make_tuple(0.9, 0.98))
