@@ -11,6 +11,7 @@
 //                    [--duplicate-input]
 //
 // Its last line is `test_accuracy=<value>`.
+#include "../common/cli.hpp"
 #include "idx.hpp"
 #include "mlp.hpp"
 
@@ -32,6 +33,7 @@
 #include <ctime>
 #include <fstream>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -51,16 +53,16 @@ double seconds_since(Clock::time_point start) {
 // machine, a steadier measure of the work than wall time.
 double cpu_seconds() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
 
-struct Settings {
-  float alpha = 1.0f;
-  float dropout = 0.3f;
-  int epochs = 10;
+constexpr const char* kProgram = "rdrop_classifier";
+
+/// The flags shared by the examples (alpha, dropout, epochs, seed, threads,
+/// data, csv, progress: examples/common/cli.hpp) and this program's own.
+struct Settings : examples::CommonFlags {
+  Settings() { data = "/usr/share/datasets/fashion-mnist"; }
   int batch = 128;
   float lr = 1e-3f;
-  std::uint64_t seed = 1;
   long labeled = 0;  // 0: every training label is kept
   long limit = 0;    // 0: every training sample
-  int threads = 0;   // 0: OpenMP's default
   int mc_passes = 10;
   bool duplicate_input = false;  // R-Drop: double the input rows, not the first layer's output
   bool fused_head = false;       // R-Drop: the output layer through rdrop::RDropLinearLoss
@@ -69,8 +71,6 @@ struct Settings {
   std::string compare_params;    // compare the trained parameters with these
   double compare_tolerance = -1;  // fail when the relative difference exceeds it (< 0: report only)
   bool local_counts = false;      // MPI: each rank normalizes by its own counts (no all-reduce)
-  std::string csv;
-  std::string data = "/usr/share/datasets/fashion-mnist";
 };
 
 constexpr const char* kUsage =
@@ -86,6 +86,7 @@ constexpr const char* kUsage =
     "  --limit N      use only the first N training samples (default: all)\n"
     "  --threads T    threads for the matrix products and rdrop (default: all cores)\n"
     "  --csv FILE     write per-epoch metrics to FILE\n"
+    "  --progress / --no-progress  the progress bar on stderr (default: when a terminal)\n"
     "  --data DIR     Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)\n"
     "  --mc-passes K  dropout-on passes of the final consistency measurement (default 10)\n"
     "  --fused-head   R-Drop: train the output layer inside the loss (rdrop::RDropLinearLoss),\n"
@@ -104,72 +105,37 @@ constexpr const char* kUsage =
     "  --duplicate-input  R-Drop: feed the duplicated input through every layer instead\n"
     "                 of duplicating the first layer's output (same result, slower)\n";
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "rdrop_classifier: %s\n%s", message.c_str(), kUsage);
-  std::exit(2);
-}
+[[noreturn]] void usage_error(const std::string& message) { examples::usage_error(kProgram, kUsage, message); }
 
 template <typename T>
-T parse_number(const std::string& flag, const std::string& text, T low, T high) {
-  char* end = nullptr;
-  errno = 0;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || errno != 0 || !(value >= static_cast<double>(low)) ||
-      !(value <= static_cast<double>(high))) {
-    usage_error(flag + " expects a number in [" + std::to_string(low) + ", " + std::to_string(high) + "], got '" +
-                text + "'");
-  }
-  if (std::is_integral_v<T> && value != std::floor(value)) usage_error(flag + " expects an integer, got '" + text + "'");
-  return static_cast<T>(value);
+T number(const std::string& flag, const std::string& text, T low, T high) {
+  return examples::parse_number<T>(kProgram, kUsage, flag, text, low, high);
 }
 
 Settings parse_arguments(int argc, char** argv) {
   Settings s;
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i], value;
-    if (flag == "--help" || flag == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    if (flag == "--duplicate-input") {
-      s.duplicate_input = true;
-      continue;
-    }
-    if (flag == "--fused-head") {
-      s.fused_head = true;
-      continue;
-    }
-    if (flag == "--local-counts") {
-      s.local_counts = true;
-      continue;
-    }
-    const std::size_t eq = flag.find('=');
-    if (eq != std::string::npos) {
-      value = flag.substr(eq + 1);
-      flag = flag.substr(0, eq);
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      usage_error("missing value after " + flag);
-    }
-    if (flag == "--alpha") s.alpha = parse_number<float>(flag, value, 0.0f, 1e6f);
-    else if (flag == "--dropout") s.dropout = parse_number<float>(flag, value, 0.0f, 0.99f);
-    else if (flag == "--epochs") s.epochs = parse_number<int>(flag, value, 1, 100000);
-    else if (flag == "--batch") s.batch = parse_number<int>(flag, value, 1, 1 << 20);
-    else if (flag == "--lr") s.lr = parse_number<float>(flag, value, 0.0f, 10.0f);
-    else if (flag == "--seed") s.seed = parse_number<std::uint64_t>(flag, value, 0, 1ull << 52);
-    else if (flag == "--labeled") s.labeled = parse_number<long>(flag, value, 0, 1L << 40);
-    else if (flag == "--limit") s.limit = parse_number<long>(flag, value, 0, 1L << 40);
-    else if (flag == "--threads") s.threads = parse_number<int>(flag, value, 0, 1024);
-    else if (flag == "--mc-passes") s.mc_passes = parse_number<int>(flag, value, 1, 100000);
-    else if (flag == "--csv") s.csv = value;
-    else if (flag == "--max-steps") s.max_steps = parse_number<long>(flag, value, 0, 1L << 40);
-    else if (flag == "--save-params") s.save_params = value;
-    else if (flag == "--compare-params") s.compare_params = value;
-    else if (flag == "--compare-tolerance") s.compare_tolerance = parse_number<double>(flag, value, 0.0, 1e30);
-    else if (flag == "--data") s.data = value;
-    else usage_error("unknown option " + flag);
-  }
+  examples::parse_arguments(
+      argc, argv, kProgram, kUsage, s,
+      [&](const std::string& flag) {
+        if (flag == "--duplicate-input") s.duplicate_input = true;
+        else if (flag == "--fused-head") s.fused_head = true;
+        else if (flag == "--local-counts") s.local_counts = true;
+        else return false;
+        return true;
+      },
+      [&](const std::string& flag, const std::string& value) {
+        if (flag == "--batch") s.batch = number<int>(flag, value, 1, 1 << 20);
+        else if (flag == "--lr") s.lr = number<float>(flag, value, 0.0f, 10.0f);
+        else if (flag == "--labeled") s.labeled = number<long>(flag, value, 0, 1L << 40);
+        else if (flag == "--limit") s.limit = number<long>(flag, value, 0, 1L << 40);
+        else if (flag == "--mc-passes") s.mc_passes = number<int>(flag, value, 1, 100000);
+        else if (flag == "--max-steps") s.max_steps = number<long>(flag, value, 0, 1L << 40);
+        else if (flag == "--save-params") s.save_params = value;
+        else if (flag == "--compare-params") s.compare_params = value;
+        else if (flag == "--compare-tolerance") s.compare_tolerance = number<double>(flag, value, 0.0, 1e30);
+        else return false;
+        return true;
+      });
   return s;
 }
 
@@ -219,39 +185,6 @@ double accuracy(const classifier::Mlp& model, const Dataset& d) {
   }
   return d.x.rows() > 0 ? static_cast<double>(correct) / static_cast<double>(d.x.rows()) : 0.0;
 }
-
-/// A one-line progress bar on a terminal; nothing otherwise (the caller
-/// prints a plain line per epoch).
-class Progress {
- public:
-  explicit Progress(bool enabled) : enabled_(enabled) {}
-
-  void update(int epoch, int epochs, long done, long total, double seconds, double loss) {
-    if (!enabled_) return;
-    const auto now = Clock::now();
-    if (done < total && now - last_ < std::chrono::milliseconds(200)) return;
-    last_ = now;
-    const double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
-    const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0.0;
-    const int width = 30;
-    const int filled = total > 0 ? static_cast<int>(width * done / total) : width;
-    std::printf("\repoch %d/%d [%s%s] %3d%%  %7.0f samples/s  loss %.4f  ETA %d:%02d ", epoch, epochs,
-                std::string(static_cast<std::size_t>(filled), '#').c_str(),
-                std::string(static_cast<std::size_t>(width - filled), '.').c_str(),
-                total > 0 ? static_cast<int>(100 * done / total) : 100, rate, loss, static_cast<int>(eta) / 60,
-                static_cast<int>(eta) % 60);
-    std::fflush(stdout);
-  }
-
-  /// Erases the bar (ANSI "erase line"); the epoch's summary line takes its place.
-  void finish() {
-    if (enabled_) std::printf("\r\033[K");
-  }
-
- private:
-  bool enabled_;
-  Clock::time_point last_{};
-};
 
 /// Every weight and bias, layer by layer, as raw floats.
 void save_parameters(const classifier::Mlp& model, const std::string& path) {
@@ -358,7 +291,7 @@ int main(int argc, char** argv) {
   std::mt19937_64 pool_rng(s.seed ^ 0x9001ULL);
   std::size_t pool_next = pool.size();  // reshuffle before the first use
 
-  const bool rdrop_mode = s.alpha > 0.0f;
+  const bool rdrop_mode = s.alpha > 0;
   if (s.fused_head && !rdrop_mode) usage_error("--fused-head trains R-Drop's output layer: it needs --alpha > 0");
   if (ranks > 1 && !rdrop_mode) usage_error("data-parallel training (mpirun) is for R-Drop: it needs --alpha > 0");
   std::printf("Fashion-MNIST: %ld training samples (%ld labeled), %ld test samples\n", static_cast<long>(n_train),
@@ -377,10 +310,10 @@ int main(int argc, char** argv) {
   std::printf("MLP 784-512-512-10, dropout %.2f, Adam lr %g, batch %d, %s\n", static_cast<double>(s.dropout),
               static_cast<double>(s.lr), s.batch, method);
 
-  classifier::Mlp model({784, 512, 512, 10}, s.dropout, s.seed);
+  classifier::Mlp model({784, 512, 512, 10}, static_cast<float>(s.dropout), s.seed);
   classifier::Adam adam(s.lr);
   rdrop::RDropOptions<float> rdrop_options;
-  rdrop_options.alpha = s.alpha;
+  rdrop_options.alpha = static_cast<float>(s.alpha);
   rdrop_options.ignore_index = kUnlabeled;
   const rdrop::RDropLoss<float> rdrop_loss(rdrop_options);
   const rdrop::RDropLinearLoss<float> fused_head_loss(rdrop_options);
@@ -388,18 +321,16 @@ int main(int argc, char** argv) {
   ce_options.ignore_index = kUnlabeled;
   const rdrop::CrossEntropy<float> plain_loss(ce_options);
 
-  std::FILE* csv = nullptr;
-  if (!s.csv.empty() && rank == 0) {
-    csv = std::fopen(s.csv.c_str(), "w");
-    if (!csv) {
-      std::fprintf(stderr, "rdrop_classifier: cannot write '%s'\n", s.csv.c_str());
-      return 1;
-    }
-    std::fprintf(csv, "epoch,alpha,dropout,seed,labeled,train_loss,test_accuracy,epoch_seconds,epoch_cpu_seconds,loss_seconds,steps\n");
+  std::optional<examples::CsvLog> csv;
+  try {
+    csv.emplace(rank == 0 ? s.csv : std::string(),
+                "epoch,alpha,dropout,seed,labeled,train_loss,test_accuracy,epoch_seconds,epoch_cpu_seconds,"
+                "loss_seconds,steps");
+  } catch (const std::runtime_error& e) {
+    std::fprintf(stderr, "%s: %s\n", kProgram, e.what());
+    return 1;
   }
-
-  const bool tty = isatty(fileno(stdout)) != 0;
-  Progress progress(tty);
+  examples::Progress progress(rank == 0 && s.show_progress());
   std::vector<Eigen::Index> order(static_cast<std::size_t>(n_train));
   std::iota(order.begin(), order.end(), Eigen::Index(0));
   std::mt19937_64 shuffle_rng(s.seed);
@@ -516,8 +447,10 @@ int main(int argc, char** argv) {
       ++steps;
       ++steps_total;
       samples_total += static_cast<long>(b);
-      progress.update(epoch, s.epochs, static_cast<long>(first + from_stream), static_cast<long>(n_train),
-                      seconds_since(epoch_start), loss_sum / static_cast<double>(steps));
+      const double elapsed = seconds_since(epoch_start);
+      progress.update(epoch, s.epochs, static_cast<long>(first + from_stream), static_cast<long>(n_train), elapsed,
+                      static_cast<double>(first + from_stream) / elapsed, "samples/s",
+                      examples::format("loss %.4f", loss_sum / static_cast<double>(steps)));
     }
     const double epoch_seconds = seconds_since(epoch_start);
     const double epoch_cpu_seconds = cpu_seconds() - epoch_cpu_start;
@@ -531,15 +464,11 @@ int main(int argc, char** argv) {
                 epoch, s.epochs, mean_loss, last_accuracy, epoch_seconds,
                 static_cast<double>(n_train) / epoch_seconds, 100.0 * loss_seconds / epoch_seconds);
     std::fflush(stdout);
-    if (csv) {
-      std::fprintf(csv, "%d,%g,%g,%llu,%ld,%.6f,%.6f,%.4f,%.4f,%.6f,%ld\n", epoch, static_cast<double>(s.alpha),
-                   static_cast<double>(s.dropout), static_cast<unsigned long long>(s.seed), kept_labels, mean_loss,
-                   last_accuracy, epoch_seconds, epoch_cpu_seconds, loss_seconds, steps);
-      std::fflush(csv);
-    }
+    csv->row(examples::format("%d,%g,%g,%llu,%ld,%.6f,%.6f,%.4f,%.4f,%.6f,%ld", epoch, s.alpha, s.dropout,
+                             static_cast<unsigned long long>(s.seed), kept_labels, mean_loss, last_accuracy,
+                             epoch_seconds, epoch_cpu_seconds, loss_seconds, steps));
     if (s.max_steps > 0 && steps_total >= s.max_steps) break;
   }
-  if (csv) std::fclose(csv);
 
   int status = 0;
   if (!s.save_params.empty() && rank == 0) save_parameters(model, s.save_params);

@@ -11,6 +11,7 @@
 //                          [--seed S] [--labeled N] [--limit N] [--threads T] [--csv FILE]
 //                          [--data DIR] [--mc-passes K] [--max-steps N] [--fused-head]
 #include "../classifier/idx.hpp"
+#include "../common/cli.hpp"
 
 #include <rdrop/rdrop.hpp>
 #include <rdrop/torch.hpp>
@@ -23,26 +24,26 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace {
 
-struct Settings {
-  double alpha = 1.0;
-  double dropout = 0.3;
-  int epochs = 10;
+constexpr const char* kProgram = "rdrop_torch_classifier";
+
+/// The flags shared by the examples (alpha, dropout, epochs, seed, threads,
+/// data, csv, progress: examples/common/cli.hpp) and this program's own.
+struct Settings : examples::CommonFlags {
+  Settings() { data = "/usr/share/datasets/fashion-mnist"; }
   int batch = 128;
   double lr = 1e-3;
-  std::uint64_t seed = 1;
   long labeled = 0;  // 0: every training label is kept
   long limit = 0;    // 0: every training sample
-  int threads = 0;   // 0: torch's default
   int mc_passes = 10;
   long max_steps = 0;
   bool fused_head = false;
-  std::string csv;
-  std::string data = "/usr/share/datasets/fashion-mnist";
 };
 
 constexpr const char* kUsage =
@@ -58,62 +59,46 @@ constexpr const char* kUsage =
     "  --limit N      use only the first N training samples (default: all)\n"
     "  --threads T    threads for torch and rdrop (default: torch's default)\n"
     "  --csv FILE     write per-epoch metrics to FILE\n"
+    "  --progress / --no-progress  the progress bar on stderr (default: when a terminal)\n"
     "  --data DIR     Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)\n"
     "  --mc-passes K  dropout-on passes averaged for the final Monte-Carlo accuracy (default 10)\n"
     "  --max-steps N  stop training after N steps (default: all epochs)\n"
     "  --fused-head   R-Drop: the output layer inside the loss (rdrop::torch::linear_loss),\n"
     "                 which never holds the logits\n";
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "rdrop_torch_classifier: %s\n%s", message.c_str(), kUsage);
-  std::exit(2);
-}
+[[noreturn]] void usage_error(const std::string& message) { examples::usage_error(kProgram, kUsage, message); }
 
-double parse_number(const std::string& flag, const std::string& text, double low, double high, bool integer) {
-  char* end = nullptr;
-  errno = 0;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || errno != 0 || !(value >= low) || !(value <= high) ||
-      (integer && value != std::floor(value))) {
-    usage_error(flag + " expects " + (integer ? "an integer" : "a number") + " in [" + std::to_string(low) + ", " +
-                std::to_string(high) + "], got '" + text + "'");
-  }
-  return value;
+template <typename T>
+T number(const std::string& flag, const std::string& text, T low, T high) {
+  return examples::parse_number<T>(kProgram, kUsage, flag, text, low, high);
 }
 
 Settings parse_arguments(int argc, char** argv) {
   Settings s;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::printf("%s", kUsage);
-      std::exit(0);
-    }
-    if (flag == "--fused-head") {
-      s.fused_head = true;
-      continue;
-    }
-    if (flag == "--duplicate-input" || flag == "--save-params" || flag == "--compare-params" ||
-        flag == "--compare-tolerance" || flag == "--local-counts") {
-      usage_error(flag + " belongs to the Eigen classifier (rdrop_classifier), whose model code it concerns");
-    }
-    if (i + 1 >= argc) usage_error(flag + " needs a value");
-    const std::string value = argv[++i];
-    if (flag == "--alpha") s.alpha = parse_number(flag, value, 0, 1e6, false);
-    else if (flag == "--dropout") s.dropout = parse_number(flag, value, 0, 0.99, false);
-    else if (flag == "--epochs") s.epochs = static_cast<int>(parse_number(flag, value, 1, 100000, true));
-    else if (flag == "--batch") s.batch = static_cast<int>(parse_number(flag, value, 1, 1 << 20, true));
-    else if (flag == "--lr") s.lr = parse_number(flag, value, 0, 10, false);
-    else if (flag == "--seed") s.seed = static_cast<std::uint64_t>(parse_number(flag, value, 0, 1e15, true));
-    else if (flag == "--labeled") s.labeled = static_cast<long>(parse_number(flag, value, 0, 1e12, true));
-    else if (flag == "--limit") s.limit = static_cast<long>(parse_number(flag, value, 0, 1e12, true));
-    else if (flag == "--threads") s.threads = static_cast<int>(parse_number(flag, value, 0, 1024, true));
-    else if (flag == "--mc-passes") s.mc_passes = static_cast<int>(parse_number(flag, value, 1, 100000, true));
-    else if (flag == "--max-steps") s.max_steps = static_cast<long>(parse_number(flag, value, 0, 1e12, true));
-    else if (flag == "--csv") s.csv = value;
-    else if (flag == "--data") s.data = value;
-    else usage_error("unknown option " + flag);
-  }
+  examples::parse_arguments(
+      argc, argv, kProgram, kUsage, s,
+      [&](const std::string& flag) {
+        if (flag == "--fused-head") {
+          s.fused_head = true;
+          return true;
+        }
+        if (flag == "--duplicate-input" || flag == "--local-counts") {
+          usage_error(flag + " belongs to the Eigen classifier (rdrop_classifier), whose model code it concerns");
+        }
+        return false;
+      },
+      [&](const std::string& flag, const std::string& value) {
+        if (flag == "--batch") s.batch = number<int>(flag, value, 1, 1 << 20);
+        else if (flag == "--lr") s.lr = number<double>(flag, value, 0, 10);
+        else if (flag == "--labeled") s.labeled = number<long>(flag, value, 0, 1L << 40);
+        else if (flag == "--limit") s.limit = number<long>(flag, value, 0, 1L << 40);
+        else if (flag == "--mc-passes") s.mc_passes = number<int>(flag, value, 1, 100000);
+        else if (flag == "--max-steps") s.max_steps = number<long>(flag, value, 0, 1L << 40);
+        else if (flag == "--save-params" || flag == "--compare-params" || flag == "--compare-tolerance") {
+          usage_error(flag + " belongs to the Eigen classifier (rdrop_classifier), whose model code it concerns");
+        } else return false;
+        return true;
+      });
   return s;
 }
 
@@ -214,12 +199,14 @@ int main(int argc, char** argv) {
   Mlp model(s.dropout, options);
   rdrop::torch::RDropLoss rdrop_loss(options);
   torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(s.lr));
-  std::FILE* csv = s.csv.empty() ? nullptr : std::fopen(s.csv.c_str(), "w");
-  if (!s.csv.empty() && !csv) {
-    std::fprintf(stderr, "rdrop_torch_classifier: cannot write '%s'\n", s.csv.c_str());
+  std::optional<examples::CsvLog> csv;
+  try {
+    csv.emplace(s.csv, "epoch,alpha,dropout,seed,labeled,train_loss,test_accuracy,epoch_seconds,steps");
+  } catch (const std::runtime_error& e) {
+    std::fprintf(stderr, "%s: %s\n", kProgram, e.what());
     return 1;
   }
-  if (csv) std::fprintf(csv, "epoch,alpha,dropout,seed,labeled,train_loss,test_accuracy,epoch_seconds,steps\n");
+  examples::Progress progress(s.show_progress());
 
   long steps_total = 0;
   for (int epoch = 1; epoch <= s.epochs; ++epoch) {
@@ -251,18 +238,20 @@ int main(int argc, char** argv) {
       loss_sum += loss.item<double>();
       ++steps;
       ++steps_total;
+      const long done = static_cast<long>(std::min<int64_t>(n, first + s.batch));
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      progress.update(epoch, s.epochs, done, static_cast<long>(n), elapsed, static_cast<double>(done) / elapsed,
+                      "samples/s", examples::format("loss %.4f", loss_sum / static_cast<double>(steps)));
     }
+    progress.finish();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double acc = accuracy(model, test);
     const double train_loss = steps > 0 ? loss_sum / static_cast<double>(steps) : 0.0;
     std::printf("epoch %d: train_loss=%.4f test_accuracy=%.4f seconds=%.1f\n", epoch, train_loss, acc, seconds);
     std::fflush(stdout);
-    if (csv) {
-      std::fprintf(csv, "%d,%g,%g,%llu,%ld,%.6f,%.6f,%.3f,%ld\n", epoch, s.alpha, s.dropout,
-                   static_cast<unsigned long long>(s.seed), s.labeled, train_loss, acc, seconds, steps);
-    }
+    csv->row(examples::format("%d,%g,%g,%llu,%ld,%.6f,%.6f,%.3f,%ld", epoch, s.alpha, s.dropout,
+                              static_cast<unsigned long long>(s.seed), s.labeled, train_loss, acc, seconds, steps));
   }
-  if (csv) std::fclose(csv);
   std::printf("mc_accuracy=%.4f (%d dropout-on passes averaged)\n", mc_accuracy(model, test, s.mc_passes), s.mc_passes);
   std::printf("test_accuracy=%.4f\n", accuracy(model, test));
   return 0;

@@ -48,12 +48,16 @@ namespace {
 
 constexpr const char* kProgram = "rdrop_translation";
 
-struct Settings {
-  std::string data = "build/translation-data";
+/// The flags shared by the examples (alpha, dropout, epochs, seed, threads,
+/// data, csv, progress: examples/common/cli.hpp) and this program's own.
+struct Settings : examples::CommonFlags {
+  Settings() {
+    data = "build/translation-data";
+    alpha = 5.0;
+    epochs = 30;
+  }
   std::string run = "translation-run";
-  double alpha = 5.0;
   bool single_pass = false;
-  double dropout = 0.3;
   double attention_dropout = 0.0;
   double label_smoothing = 0.1;
   int64_t d_model = 256;
@@ -69,11 +73,7 @@ struct Settings {
   long max_len = 256;
   long limit = 0;        // training pairs used (0: all)
   long valid_limit = 0;  // validation pairs decoded for BLEU (0: all)
-  int epochs = 30;
-  int threads = 0;
-  std::uint64_t seed = 1;
   std::string device = "cpu";
-  int progress = -1;  // -1: when stderr is a terminal
   bool quick = false;
   std::string detokenize;  // --detokenize FILE: print its ids decoded, exit
   // --measure-memory: peak memory of a training step, fused against explicit
@@ -109,6 +109,7 @@ constexpr const char* kUsage =
     "  --seed S            initialization, batches and dropout (default 1)\n"
     "  --device cpu|cuda   where the model runs; the loss runs on the CPU (default cpu)\n"
     "  --progress / --no-progress  the progress bar on stderr (default: when a terminal)\n"
+    "  --csv FILE          also write the per-epoch CSV (RUN/epochs.csv) to FILE\n"
     "  --detokenize FILE   print the ids of FILE (one sentence a line) as text and exit\n"
     "  --measure-memory    no training: the peak memory of one training step (forward and\n"
     "                      backward, both copies) with the fused output layer (linear_loss)\n"
@@ -128,7 +129,6 @@ T number(const std::string& flag, const std::string& text, T low, T high) {
 
 Settings parse_arguments(int argc, char** argv) {
   Settings s;
-  bool alpha_given = false;
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--quick") {
       s.quick = true;
@@ -146,54 +146,46 @@ Settings parse_arguments(int argc, char** argv) {
       s.max_len = 128;
     }
   }
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::printf("%s", kUsage);
-      std::exit(0);
-    }
-    if (flag == "--quick") continue;
-    if (flag == "--single-pass") { s.single_pass = true; continue; }
-    if (flag == "--post-norm") { s.pre_norm = false; continue; }
-    if (flag == "--progress") { s.progress = 1; continue; }
-    if (flag == "--no-progress") { s.progress = 0; continue; }
-    if (flag == "--measure-memory") { s.measure_memory = true; continue; }
-    if (i + 1 >= argc) usage_error(flag.rfind("--", 0) == 0 ? flag + " needs a value" : "unexpected argument '" + flag + "'");
-    const std::string value = argv[++i];
-    if (flag == "--data") s.data = value;
-    else if (flag == "--run") s.run = value;
-    else if (flag == "--detokenize") s.detokenize = value;
-    else if (flag == "--alpha") {
-      s.alpha = number<double>(flag, value, 0, 1e6);
-      alpha_given = true;
-    }
-    else if (flag == "--dropout") s.dropout = number<double>(flag, value, 0, 0.99);
-    else if (flag == "--attention-dropout") s.attention_dropout = number<double>(flag, value, 0, 0.99);
-    else if (flag == "--label-smoothing") s.label_smoothing = number<double>(flag, value, 0, 0.99);
-    else if (flag == "--d-model") s.d_model = number<int64_t>(flag, value, 2, 65536);
-    else if (flag == "--ffn") s.ffn = number<int64_t>(flag, value, 1, 1 << 20);
-    else if (flag == "--heads") s.heads = number<int64_t>(flag, value, 1, 1024);
-    else if (flag == "--encoder-layers") s.encoder_layers = number<int64_t>(flag, value, 0, 1000);
-    else if (flag == "--decoder-layers") s.decoder_layers = number<int64_t>(flag, value, 0, 1000);
-    else if (flag == "--lr") s.lr = number<double>(flag, value, 0, 10);
-    else if (flag == "--warmup") s.warmup = number<long>(flag, value, 0, 1L << 40);
-    else if (flag == "--weight-decay") s.weight_decay = number<double>(flag, value, 0, 10);
-    else if (flag == "--max-tokens") s.max_tokens = number<long>(flag, value, 1, 1L << 40);
-    else if (flag == "--max-len") s.max_len = number<long>(flag, value, 1, 1000);
-    else if (flag == "--limit") s.limit = number<long>(flag, value, 0, 1L << 40);
-    else if (flag == "--valid-limit") s.valid_limit = number<long>(flag, value, 0, 1L << 40);
-    else if (flag == "--epochs") s.epochs = number<int>(flag, value, 1, 1000000);
-    else if (flag == "--threads") s.threads = number<int>(flag, value, 0, 1024);
-    else if (flag == "--vocab") s.vocab = number<int64_t>(flag, value, 8, 1 << 24);
-    else if (flag == "--memory-batch") s.memory_batch = number<long>(flag, value, 1, 1L << 24);
-    else if (flag == "--memory-length") s.memory_length = number<long>(flag, value, 2, 1000);
-    else if (flag == "--memory-budget-gib") s.memory_budget_gib = number<double>(flag, value, 0.01, 1 << 20);
-    else if (flag == "--seed") s.seed = number<std::uint64_t>(flag, value, 0, std::uint64_t(1) << 52);
-    else if (flag == "--device") {
-      if (value != "cpu" && value != "cuda") usage_error("--device expects cpu or cuda, got '" + value + "'");
-      s.device = value;
-    } else usage_error("unknown option " + flag);
-  }
+  examples::parse_arguments(
+      argc, argv, kProgram, kUsage, s,
+      [&](const std::string& flag) {
+        if (flag == "--quick") {}  // applied above
+        else if (flag == "--single-pass") s.single_pass = true;
+        else if (flag == "--post-norm") s.pre_norm = false;
+        else if (flag == "--measure-memory") s.measure_memory = true;
+        else return false;
+        return true;
+      },
+      [&](const std::string& flag, const std::string& value) {
+        if (flag == "--run") s.run = value;
+        else if (flag == "--detokenize") s.detokenize = value;
+        else if (flag == "--attention-dropout") s.attention_dropout = number<double>(flag, value, 0, 0.99);
+        else if (flag == "--label-smoothing") s.label_smoothing = number<double>(flag, value, 0, 0.99);
+        else if (flag == "--d-model") s.d_model = number<int64_t>(flag, value, 2, 65536);
+        else if (flag == "--ffn") s.ffn = number<int64_t>(flag, value, 1, 1 << 20);
+        else if (flag == "--heads") s.heads = number<int64_t>(flag, value, 1, 1024);
+        else if (flag == "--encoder-layers") s.encoder_layers = number<int64_t>(flag, value, 0, 1000);
+        else if (flag == "--decoder-layers") s.decoder_layers = number<int64_t>(flag, value, 0, 1000);
+        else if (flag == "--lr") s.lr = number<double>(flag, value, 0, 10);
+        else if (flag == "--warmup") s.warmup = number<long>(flag, value, 0, 1L << 40);
+        else if (flag == "--weight-decay") s.weight_decay = number<double>(flag, value, 0, 10);
+        else if (flag == "--max-tokens") s.max_tokens = number<long>(flag, value, 1, 1L << 40);
+        else if (flag == "--max-len") s.max_len = number<long>(flag, value, 1, 1000);
+        else if (flag == "--limit") s.limit = number<long>(flag, value, 0, 1L << 40);
+        else if (flag == "--valid-limit") s.valid_limit = number<long>(flag, value, 0, 1L << 40);
+        else if (flag == "--vocab") s.vocab = number<int64_t>(flag, value, 8, 1 << 24);
+        else if (flag == "--memory-batch") s.memory_batch = number<long>(flag, value, 1, 1L << 24);
+        else if (flag == "--memory-length") s.memory_length = number<long>(flag, value, 2, 1000);
+        else if (flag == "--memory-budget-gib") s.memory_budget_gib = number<double>(flag, value, 0.01, 1 << 20);
+        else if (flag == "--device") {
+          if (value != "cpu" && value != "cuda") usage_error("--device expects cpu or cuda, got '" + value + "'");
+          s.device = value;
+        } else return false;
+        return true;
+      });
+  const bool alpha_given = std::any_of(argv + 1, argv + argc, [](const char* a) {
+    return std::string(a) == "--alpha" || std::string(a).rfind("--alpha=", 0) == 0;
+  });
   if (s.d_model % s.heads != 0) {
     usage_error("--d-model (" + std::to_string(s.d_model) + ") must be a multiple of --heads (" +
                 std::to_string(s.heads) + ")");
@@ -856,7 +848,7 @@ int run(const Settings& s) {
                            .label_smoothing(s.label_smoothing)
                            .smoothing_style(rdrop::SmoothingStyle::ExcludeTarget);
 
-  examples::Progress progress(s.progress == 1 || (s.progress == -1 && ::isatty(2)));
+  examples::Progress progress(s.show_progress());
   for (int epoch = static_cast<int>(st.epoch) + 1; epoch <= s.epochs; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
     // The CUDA generator (dropout on the device) is not checkpointed: it is
@@ -915,6 +907,7 @@ int run(const Settings& s) {
     }
     save_checkpoint(checkpoint_path, model, optimizer, fp_text, st);
     examples::write_file_atomically(csv_path, std::string(kCsvHeader) + st.csv);
+    if (!s.csv.empty()) examples::write_file_atomically(s.csv, std::string(kCsvHeader) + st.csv);
     std::printf("epoch %d/%d: train_loss=%.4f valid_loss=%.4f valid_bleu=%.2f train_seconds=%.1f seconds=%.1f "
                 "updates=%lld lr=%.3g\n",
                 epoch, s.epochs, train_loss, valid_loss, valid_bleu, train_seconds, seconds,
