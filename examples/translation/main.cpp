@@ -700,30 +700,64 @@ std::int64_t step_peak_bytes(translation::Transformer& model, const Settings& s,
   return peak;
 }
 
-/// The largest batch (sentences) whose step peaks within `budget` bytes:
-/// the peak is affine in the batch, so two measurements place it; the
-/// answer is then checked (it fits, one sentence more does not), moving
-/// by one sentence until it holds.
+/// The largest batch (sentences) whose step peaks within `budget` bytes
+/// (0 when not even one sentence fits). The peak is close to affine in the
+/// batch, so two small measurements predict it; the prediction is then
+/// bracketed (steps from 1/256 of it, doubling) and bisected to the sentence.
 long largest_batch(translation::Transformer& model, const Settings& s, bool fused, std::int64_t budget, long length,
                    std::int64_t* peak_at_largest) {
+  const auto peak = [&](long b) { return step_peak_bytes(model, s, fused, b, length); };
   const long b1 = 8, b2 = 32;
-  const double p1 = static_cast<double>(step_peak_bytes(model, s, fused, b1, length));
-  const double p2 = static_cast<double>(step_peak_bytes(model, s, fused, b2, length));
-  const double per_sentence = (p2 - p1) / static_cast<double>(b2 - b1);
-  long b = std::max(1L, static_cast<long>((static_cast<double>(budget) - (p1 - per_sentence * b1)) / per_sentence));
-  std::int64_t peak = step_peak_bytes(model, s, fused, b, length);
-  while (peak > budget && b > 1) peak = step_peak_bytes(model, s, fused, --b, length);
-  for (;;) {
-    const std::int64_t next = step_peak_bytes(model, s, fused, b + 1, length);
-    if (next > budget) break;
-    ++b;
-    peak = next;
+  const double p1 = static_cast<double>(peak(b1)), p2 = static_cast<double>(peak(b2));
+  const double per_sentence = std::max(1.0, (p2 - p1) / static_cast<double>(b2 - b1));
+  const double predicted = (static_cast<double>(budget) - (p1 - per_sentence * b1)) / per_sentence;
+  long guess = std::max(1L, static_cast<long>(predicted));
+  long step = std::max(1L, guess / 256);
+  long lo = 0, hi = 0;  // lo fits (0: nothing known to), hi does not
+  std::int64_t lo_peak = 0;
+  if (const std::int64_t p = peak(guess); p <= budget) {
+    lo = guess;
+    lo_peak = p;
+    for (hi = lo + step;; step *= 2, hi = lo + step) {
+      const std::int64_t q = peak(hi);
+      if (q > budget) break;
+      lo = hi;
+      lo_peak = q;
+    }
+  } else {
+    hi = guess;
+    while (hi > 1) {
+      const long candidate = std::max(1L, hi - step);
+      const std::int64_t q = peak(candidate);
+      if (q <= budget) {
+        lo = candidate;
+        lo_peak = q;
+        break;
+      }
+      hi = candidate;
+      step *= 2;
+    }
+    if (lo == 0) {
+      *peak_at_largest = 0;
+      return 0;
+    }
   }
-  *peak_at_largest = peak;
-  return b;
+  while (hi - lo > 1) {
+    const long mid = lo + (hi - lo) / 2;
+    const std::int64_t q = peak(mid);
+    if (q <= budget) {
+      lo = mid;
+      lo_peak = q;
+    } else {
+      hi = mid;
+    }
+  }
+  *peak_at_largest = lo_peak;
+  return lo;
 }
 
 int measure_memory(const Settings& s) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // each line as it is measured
   torch::manual_seed(s.seed);
   translation::Transformer model(model_config(s, s.vocab, /*pad=*/0));
   model->train();
