@@ -32,7 +32,14 @@ namespace rdrop {
 /// by the unmasked tokens of one copy. Sum is numerically the Paper form,
 /// named for code that normalizes itself. A mean over zero rows or pairs is
 /// 0 (never NaN), so an all-unlabeled batch contributes its divergence only.
-enum class Normalization { Paper, KerasCode, PyTorchReadme, Sum, Mean, Fairseq };
+enum class Normalization {
+  Paper,          ///< Σ_r T_r + α Σ_k D_k: the paper's objective
+  KerasCode,      ///< Σ_r T_r / n + α Σ_k D_k / (2P): the seed's Keras code (the default)
+  PyTorchReadme,  ///< Σ_r T_r / n + α Σ_k D_k: the official README's PyTorch snippet
+  Sum,            ///< Σ_r T_r + α Σ_k D_k: Paper, named for code that normalizes itself
+  Mean,           ///< Σ_r T_r / n + α Σ_k D_k / P
+  Fairseq         ///< (Σ_r T_r + α Σ_k D_k) / P: fairseq's R-Drop criterion, P the tokens of one copy
+};
 
 namespace detail {
 

@@ -20,18 +20,18 @@
 
 #if defined(__SSE2__) || defined(_M_X64)  // every x86-64 target; AVX and AVX-512 imply SSE2
 #include <immintrin.h>
-#define RDROP_HAS_STREAMING_STORES 1
+#define RDROP_DETAIL_HAS_STREAMING_STORES 1
 #else
-#define RDROP_HAS_STREAMING_STORES 0
+#define RDROP_DETAIL_HAS_STREAMING_STORES 0
 #endif
 
 // CLZERO is issued with inline assembly and chosen at run time (CPUID), so
 // that it serves every build, not only -march=znver*: GCC and Clang on x86-64.
-#if RDROP_HAS_STREAMING_STORES && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if RDROP_DETAIL_HAS_STREAMING_STORES && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
-#define RDROP_HAS_CLZERO 1
+#define RDROP_DETAIL_HAS_CLZERO 1
 #else
-#define RDROP_HAS_CLZERO 0
+#define RDROP_DETAIL_HAS_CLZERO 0
 #endif
 
 namespace rdrop::detail {
@@ -46,7 +46,7 @@ inline constexpr std::size_t kZeroLineBytes = 64;
 
 /// Whether this CPU has CLZERO (CPUID Fn8000_0008 EBX bit 0), asked once.
 inline bool cpu_has_clzero() {
-#if RDROP_HAS_CLZERO
+#if RDROP_DETAIL_HAS_CLZERO
   static const bool has = [] {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     return __get_cpuid(0x80000008u, &eax, &ebx, &ecx, &edx) != 0 && (ebx & 1u) != 0;
@@ -62,7 +62,7 @@ inline bool cpu_has_clzero() {
 /// streaming_fence).
 // NOLINTNEXTLINE(readability-non-const-parameter): CLZERO writes through begin, out of the tool's sight
 inline void clzero_lines(unsigned char* begin, const unsigned char* end) {
-#if RDROP_HAS_CLZERO
+#if RDROP_DETAIL_HAS_CLZERO
   for (; begin < end; begin += kZeroLineBytes) __asm__ __volatile__("clzero" : : "a"(begin) : "memory");
 #else
   std::memset(begin, 0, static_cast<std::size_t>(end - begin));
@@ -73,7 +73,7 @@ inline void clzero_lines(unsigned char* begin, const unsigned char* end) {
 /// store the compiler allows (whole lines with AVX-512 were 25 % faster than
 /// 16-byte stores).
 inline void stream_zero_lines(unsigned char* begin, const unsigned char* end) {
-#if RDROP_HAS_STREAMING_STORES
+#if RDROP_DETAIL_HAS_STREAMING_STORES
 #if defined(__AVX512F__)
   using Vector = __m512i;
   const Vector zero = _mm512_setzero_si512();
@@ -102,7 +102,7 @@ bool zero_fill(Scalar* row, Eigen::Index n) {
   static_assert(std::numeric_limits<Scalar>::is_iec559 || is_two_byte_v<Scalar>,
                 "rdrop: needs IEEE 754 floating point");
   const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(Scalar);
-#if RDROP_HAS_STREAMING_STORES
+#if RDROP_DETAIL_HAS_STREAMING_STORES
   if (bytes >= kStreamingZeroBytes) {
     // Whole lines only; the partial lines at both ends take ordinary stores.
     auto* const first = reinterpret_cast<unsigned char*>(row);
@@ -127,7 +127,7 @@ bool zero_fill(Scalar* row, Eigen::Index n) {
 /// (and so before the end of a parallel region): they are weakly ordered,
 /// and an OpenMP barrier need not drain them.
 inline void streaming_fence() {
-#if RDROP_HAS_STREAMING_STORES
+#if RDROP_DETAIL_HAS_STREAMING_STORES
   _mm_sfence();
 #endif
 }
