@@ -30,9 +30,14 @@ file(STRINGS "${SOURCE_DIR}/debian/changelog" first LIMIT_COUNT 1)
 string(REGEX REPLACE "^rdrop \\(([^)]*)\\).*" "\\1" debian_version "${first}")
 expect("debian/changelog (newest entry; a native package: no Debian revision)" "${debian_version}")
 
-file(STRINGS "${SOURCE_DIR}/CHANGELOG.md" entries REGEX "^## \\[")
+# The newest entry is the first level-2 heading, whatever its form.
+file(STRINGS "${SOURCE_DIR}/CHANGELOG.md" entries REGEX "^## ")
 list(GET entries 0 newest)
-string(REGEX REPLACE "^## \\[([^]]*)\\].*" "\\1" changelog_version "${newest}")
+if(newest MATCHES "^## \\[([^]]*)\\]")
+  set(changelog_version "${CMAKE_MATCH_1}")
+else()
+  set(changelog_version "${newest}")
+endif()
 expect("CHANGELOG.md (newest entry)" "${changelog_version}")
 
 file(STRINGS "${BINARY_DIR}/rdropConfigVersion.cmake" line REGEX "^set\\(PACKAGE_VERSION \"")

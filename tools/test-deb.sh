@@ -66,8 +66,16 @@ consumer() {  # <name> [cmake options]: configure, build and run the consumer ag
   "$work/$name/consumer" | tee -a "$work/$name.log" | grep -q "^rdrop $version consumer.*: ok$" || fail "$name: the consumer failed"
   echo "test-deb: $name: ok"
 }
-consumer find_package
+consumer find_package -DRDROP_CONSUMER_COMPONENTS="torch;mpi;openmp"
 consumer find_package_without_adapters -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON
+# A component whose dependency is missing fails REQUIRED, naming it.
+if cmake -S tests/consumer/project -B "$work/missing_component" -DRDROP_CONSUMER_MODE=find_package \
+  -DRDROP_EXPECTED_PREFIX=/usr -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON -DRDROP_CONSUMER_COMPONENTS=torch \
+  >"$work/missing_component.log" 2>&1; then
+  fail "find_package(rdrop REQUIRED COMPONENTS torch) succeeded without Torch"
+fi
+grep -q "rdrop::torch needs Torch" "$work/missing_component.log" || fail "the missing component is not named"
+echo "test-deb: find_package(rdrop REQUIRED COMPONENTS torch) without Torch fails: ok"
 
 cflags=$(pkg-config --cflags rdrop)
 [ "$(pkg-config --modversion rdrop)" = "$version" ] || fail "pkg-config gives version $(pkg-config --modversion rdrop), not $version"
