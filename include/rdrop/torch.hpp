@@ -28,6 +28,7 @@
 #include <torch/nn/cloneable.h>
 #include <torch/nn/init.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/container/any_value.h>
 #include <torch/nn/pimpl.h>
 
 #include <Eigen/Core>
@@ -69,18 +70,26 @@ class LossSettings {
   Derived& alpha(double value) { return set(alpha_, value); }
   /// The weight α of the divergence.
   double alpha() const noexcept { return alpha_; }
+  /// α, to assign (`options.alpha() = …`), as TORCH_ARG gives it.
+  double& alpha() noexcept { return alpha_; }
   /// Sets where the two copies of a sample are (see rdrop::Layout).
   Derived& layout(Layout value) { return set(layout_, value); }
   /// Where the two copies of a sample are.
   Layout layout() const noexcept { return layout_; }
+  /// The layout, to assign (`options.layout() = …`), as TORCH_ARG gives it.
+  Layout& layout() noexcept { return layout_; }
   /// Sets how the two terms are scaled (see rdrop::Normalization).
   Derived& normalization(Normalization value) { return set(normalization_, value); }
   /// How the two terms are scaled.
   Normalization normalization() const noexcept { return normalization_; }
+  /// The normalization, to assign (`options.normalization() = …`), as TORCH_ARG gives it.
+  Normalization& normalization() noexcept { return normalization_; }
   /// Sets the threads of the sweep (0: rdrop::set_num_threads's value).
   Derived& threads(int value) { return set(threads_, value); }
   /// The threads of the sweep (0: rdrop::set_num_threads's value).
   int threads() const noexcept { return threads_; }
+  /// The threads, to assign (`options.threads() = …`), as TORCH_ARG gives it.
+  int& threads() noexcept { return threads_; }
   /// Sets the factor the loss is multiplied by before backward (a loss
   /// scaler's scale). Read by the in-place variants only: they compute the
   /// gradient in the forward pass, so they write loss_scale · ∂loss/∂logits
@@ -91,6 +100,8 @@ class LossSettings {
   Derived& loss_scale(double value) { return set(loss_scale_, value); }
   /// The loss scale of the in-place variants (1 by default).
   double loss_scale() const noexcept { return loss_scale_; }
+  /// The loss scale, to assign (`options.loss_scale() = …`), as TORCH_ARG gives it.
+  double& loss_scale() noexcept { return loss_scale_; }
 
  protected:
   /// Sets `field` and returns the options, for the next call of a chain.
@@ -118,22 +129,32 @@ class RDropSettings : public LossSettings<Derived> {
   Derived& ignore_index(std::int64_t value) { return this->set(ignore_index_, value); }
   /// The label whose rows carry no task term.
   std::int64_t ignore_index() const noexcept { return ignore_index_; }
+  /// The ignore label, to assign (`options.ignore_index() = …`), as TORCH_ARG gives it.
+  std::int64_t& ignore_index() noexcept { return ignore_index_; }
   /// Sets the padding label: its rows take no part at all (rdrop::no_padding: none).
   Derived& padding_index(std::int64_t value) { return this->set(padding_index_, value); }
   /// The padding label (rdrop::no_padding: none).
   std::int64_t padding_index() const noexcept { return padding_index_; }
-  /// Sets the label smoothing ε, in [0, 1].
+  /// The padding label, to assign (`options.padding_index() = …`), as TORCH_ARG gives it.
+  std::int64_t& padding_index() noexcept { return padding_index_; }
+  /// Sets the label smoothing ε, in [0, 1).
   Derived& label_smoothing(double value) { return this->set(label_smoothing_, value); }
   /// The label smoothing ε.
   double label_smoothing() const noexcept { return label_smoothing_; }
+  /// ε, to assign (`options.label_smoothing() = …`), as TORCH_ARG gives it.
+  double& label_smoothing() noexcept { return label_smoothing_; }
   /// Sets how ε is spread (see rdrop::SmoothingStyle).
   Derived& smoothing_style(SmoothingStyle value) { return this->set(smoothing_style_, value); }
   /// How ε is spread.
   SmoothingStyle smoothing_style() const noexcept { return smoothing_style_; }
+  /// The smoothing style, to assign (`options.smoothing_style() = …`), as TORCH_ARG gives it.
+  SmoothingStyle& smoothing_style() noexcept { return smoothing_style_; }
   /// Sets the divergence between the two copies.
   Derived& divergence(Divergence value) { return this->set(divergence_, value); }
   /// The divergence between the two copies (the symmetric KL, as in the paper).
   Divergence divergence() const noexcept { return divergence_; }
+  /// The divergence, to assign (`options.divergence() = …`), as TORCH_ARG gives it.
+  Divergence& divergence() noexcept { return divergence_; }
 
  protected:
   /// Takes every setting of `other`, another options class's.
@@ -215,6 +236,8 @@ class LinearLossTorchOptions : public RDropSettings<LinearLossTorchOptions> {
   LinearLossTorchOptions& chunk_bytes(std::size_t value) { return set(chunk_bytes_, value); }
   /// The bytes of logits and their gradient held at a time; 64 MiB by default.
   std::size_t chunk_bytes() const noexcept { return chunk_bytes_; }
+  /// The chunk size, to assign (`options.chunk_bytes() = …`), as TORCH_ARG gives it.
+  std::size_t& chunk_bytes() noexcept { return chunk_bytes_; }
 
  private:
   std::size_t chunk_bytes_ = LinearLossOptions{}.chunk_bytes;
@@ -894,13 +917,30 @@ inline void release_linear_buffers() {
   detail::linear_buffers<double>() = std::make_shared<rdrop::detail::LinearWorkspace<double>>();
 }
 
+namespace detail {
+/// A module whose forward takes (x, targets, mask = {}): what
+/// FORWARD_HAS_DEFAULT_ARGS declares, so that torch::nn::Sequential and
+/// AnyModule may call it with two arguments (the macro itself names
+/// `torch::` unqualified, which inside rdrop::torch is this namespace).
+template <typename Impl>
+class OptionalMaskModule : public ::torch::nn::Cloneable<Impl> {
+ public:
+  bool _forward_has_default_args() override { return true; }
+  unsigned int _forward_num_required_args() override { return 2; }
+  std::vector<::torch::nn::AnyValue> _forward_populate_default_args(
+      std::vector<::torch::nn::AnyValue>&& arguments) override {
+    if (arguments.size() == 2) arguments.emplace_back(at::Tensor());
+    return std::move(arguments);
+  }
+};
+}  // namespace detail
+
 /// rdrop_loss as a torch::nn::Module, as torch::nn::CrossEntropyLoss is
 /// F::cross_entropy: `rdrop::torch::RDropLoss loss(RDropLossOptions().alpha(4));`
 /// then `loss(logits, labels)` or `loss(logits, labels, mask)`. It holds no
-/// parameters; its options are public, as torch's modules' are. (forward's
-/// mask has a default, so the module is called directly, not through
-/// torch::nn::AnyModule.)
-class RDropLossImpl : public ::torch::nn::Cloneable<RDropLossImpl> {
+/// parameters; its options are public, as torch's modules' are. It may sit
+/// in a torch::nn::Sequential or AnyModule (called with or without the mask).
+class RDropLossImpl : public detail::OptionalMaskModule<RDropLossImpl> {
  public:
   /// A loss with `options` (see rdrop_loss).
   explicit RDropLossImpl(RDropLossOptions options = {}) : options(std::move(options)) {}
@@ -938,18 +978,26 @@ class RDropLinearLossOptions {
   RDropLinearLossOptions& in_features(std::int64_t value) { in_features_ = value; return *this; }
   /// The hidden size D.
   std::int64_t in_features() const noexcept { return in_features_; }
+  /// D, to assign (`options.in_features() = …`), as TORCH_ARG gives it.
+  std::int64_t& in_features() noexcept { return in_features_; }
   /// Sets the number of classes V.
   RDropLinearLossOptions& out_features(std::int64_t value) { out_features_ = value; return *this; }
   /// The number of classes V.
   std::int64_t out_features() const noexcept { return out_features_; }
+  /// V, to assign (`options.out_features() = …`), as TORCH_ARG gives it.
+  std::int64_t& out_features() noexcept { return out_features_; }
   /// Sets whether the layer has a bias (true by default).
   RDropLinearLossOptions& bias(bool value) { bias_ = value; return *this; }
   /// Whether the layer has a bias.
   bool bias() const noexcept { return bias_; }
+  /// Whether there is a bias, to assign (`options.bias() = …`), as TORCH_ARG gives it.
+  bool& bias() noexcept { return bias_; }
   /// Sets the loss's settings (see linear_loss).
   RDropLinearLossOptions& loss(LinearLossTorchOptions value) { loss_ = std::move(value); return *this; }
   /// The loss's settings.
   const LinearLossTorchOptions& loss() const noexcept { return loss_; }
+  /// The loss's settings, to change in place (`options.loss().alpha(2)`).
+  LinearLossTorchOptions& loss() noexcept { return loss_; }
 
  private:
   std::int64_t in_features_;
@@ -965,7 +1013,7 @@ class RDropLinearLossOptions {
 /// and `loss(hidden, labels)` gives the loss without holding the logits.
 /// `logits(hidden)` gives hidden·weightᵀ + bias for prediction. A layer
 /// whose weight is tied to another (an embedding) calls linear_loss instead.
-class RDropLinearLossImpl : public ::torch::nn::Cloneable<RDropLinearLossImpl> {
+class RDropLinearLossImpl : public detail::OptionalMaskModule<RDropLinearLossImpl> {
  public:
   /// The layer and loss of `options`; throws std::invalid_argument for a
   /// size below 1.
@@ -977,6 +1025,10 @@ class RDropLinearLossImpl : public ::torch::nn::Cloneable<RDropLinearLossImpl> {
     }
     reset();
   }
+  /// An output layer from `in_features` (D) to `out_features` (V classes),
+  /// with a bias and the default loss settings, as torch::nn::Linear(in, out).
+  RDropLinearLossImpl(std::int64_t in_features, std::int64_t out_features)
+      : RDropLinearLossImpl(RDropLinearLossOptions(in_features, out_features)) {}
   /// Registers fresh parameters and initializes them (reset_parameters).
   void reset() override {
     weight = register_parameter("weight", ::torch::empty({options.out_features(), options.in_features()}));

@@ -970,6 +970,13 @@ TEST_CASE("Options in torch's style: each chained setter sets what it names, def
   const auto r = rdrop::torch::RegressionLossOptions().alpha(0.5).layout(Layout::Stacked);
   CHECK(r.alpha() == 0.5);
   CHECK(r.layout() == Layout::Stacked);
+
+  // Assigned through the reference accessor, as TORCH_ARG's.
+  RDropLossOptions assigned;
+  assigned.alpha() = 2.5;
+  assigned.divergence() = Divergence::JensenShannon;
+  CHECK(assigned.alpha() == 2.5);
+  CHECK(assigned.divergence() == Divergence::JensenShannon);
 }
 
 TEST_CASE("The module RDropLoss is rdrop_loss: value and gradient against torch's composition", "[torch][modules]") {
@@ -994,6 +1001,12 @@ TEST_CASE("The module RDropLoss is rdrop_loss: value and gradient against torch'
   std::ostringstream printed;
   printed << *criterion;
   CHECK(printed.str() == "rdrop::torch::RDropLoss(alpha=0.7)");
+  // In AnyModule and Sequential, with and without the mask.
+  torch::nn::AnyModule any(criterion);
+  CHECK(close(any.forward(logits, y), rdrop::torch::rdrop_loss(logits, y, o), 0));
+  CHECK(close(any.forward(logits, y, mask), rdrop::torch::rdrop_loss(logits, y, o, mask), 0));
+  torch::nn::Sequential sequential(criterion);
+  CHECK(close(sequential->forward(logits, y), rdrop::torch::rdrop_loss(logits, y, o), 0));
 }
 
 TEST_CASE("The module RDropLinearLoss holds its layer as parameters: initialized as torch::nn::Linear, trained by an "
@@ -1063,6 +1076,20 @@ TEST_CASE("The module RDropLinearLoss holds its layer as parameters: initialized
     const at::Tensor hidden = torch::randn({2 * b, d});
     const at::Tensor y = torch::randint(0, v, {b}, torch::kLong);
     CHECK(close(bare(hidden, y), torch_rdrop(at::matmul(hidden, bare->weight.detach().t()), y, loss_options), 1e-5));
+  }
+  SECTION("made as torch::nn::Linear(in, out); its loss settings changed in place; in AnyModule") {
+    rdrop::torch::RDropLinearLoss plain(d, v);
+    CHECK(plain->weight.sizes() == at::IntArrayRef({v, d}));
+    CHECK(plain->bias.defined());
+    CHECK(plain->options.loss().alpha() == 1.0);
+    plain->options.loss().alpha(3).layout(Layout::Stacked);
+    const at::Tensor hidden = torch::randn({2 * b, d});
+    const at::Tensor y = torch::randint(0, v, {b}, torch::kLong);
+    const auto want = rdrop::torch::linear_loss(hidden, plain->weight, plain->bias, y,
+                                                rdrop::torch::LinearLossTorchOptions().alpha(3).layout(Layout::Stacked));
+    CHECK(close(plain(hidden, y), want, 0));
+    torch::nn::AnyModule any(plain);
+    CHECK(close(any.forward(hidden, y), want, 0));
   }
   SECTION("sizes below 1 are refused") {
     CHECK_THROWS_WITH(rdrop::torch::RDropLinearLoss(rdrop::torch::RDropLinearLossOptions(0, v)),
