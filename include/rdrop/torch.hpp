@@ -57,6 +57,13 @@ enum class Divergence {
   JensenShannon  ///< ½KL(p‖m) + ½KL(q‖m), m = ½(p + q)
 };
 
+/// Which implementation computes a loss.
+enum class Path {
+  Auto,   ///< the fused kernels on CPU tensors, the ATen path on any other device
+  Fused,  ///< the fused kernels (CPU tensors only)
+  ATen    ///< ATen operations on the tensors' own device: any device, same loss and analytic gradient
+};
+
 /// The settings every rdrop::torch loss takes, set in torch's style, one
 /// chained call each (as TORCH_ARG makes them:
 /// `RDropLossOptions().alpha(4).label_smoothing(0.1)`), and read the same
@@ -100,6 +107,11 @@ class LossSettings {
   Derived& loss_scale(double value) { return set(loss_scale_, value); }
   /// The loss scale of the in-place variants (1 by default).
   double loss_scale() const noexcept { return loss_scale_; }
+  /// Sets the implementation (Path::Auto by default; Path::ATen runs the
+  /// device-independent path on CPU tensors too).
+  Derived& path(Path value) { return set(path_, value); }
+  /// The implementation.
+  Path path() const noexcept { return path_; }
   /// The loss scale, to assign (`options.loss_scale() = …`), as TORCH_ARG gives it.
   double& loss_scale() noexcept { return loss_scale_; }
 
@@ -117,6 +129,7 @@ class LossSettings {
   Normalization normalization_ = RDropOptions<double>{}.normalization;
   int threads_ = RDropOptions<double>{}.threads;
   double loss_scale_ = 1.0;
+  Path path_ = Path::Auto;
 };
 
 /// LossSettings and the settings of a loss with integer labels: those of
@@ -528,6 +541,132 @@ const T& held(const c10::IValue& v) {
   return static_cast<const Held<T>*>(v.toCapsule().get())->value;
 }
 
+namespace aten {
+
+/// The rows of the two copies of x [2B, ...] in `layout`, each [B, ...].
+inline std::pair<at::Tensor, at::Tensor> copies(const at::Tensor& x, Layout layout) {
+  const int64_t b = x.size(0) / 2;
+  if (layout == Layout::Stacked) return {x.narrow(0, 0, b), x.narrow(0, b, b)};
+  return {x.slice(0, 0, x.size(0), 2), x.slice(0, 1, x.size(0), 2)};
+}
+
+/// Per-sample ([B, T]) or per-row ([2B, T]) values as the two copies' [B, T].
+inline std::pair<at::Tensor, at::Tensor> per_copy(const at::Tensor& t, int64_t b, Layout layout) {
+  if (t.size(0) == b) return {t, t};
+  return copies(t, layout);
+}
+
+/// x·y where x is 0 (0·(±inf or NaN) would be NaN): the terms of a
+/// distribution's own zero-probability classes drop out.
+inline at::Tensor weighted(const at::Tensor& weight, const at::Tensor& value) {
+  return at::where(weight == 0, at::zeros({}, weight.options()), weight * value);
+}
+
+/// The R-Drop loss of `logits` with analytic gradients in ATen operations, on
+/// the logits' device: value, and scale · ∂loss/∂logits in `*grad` (the
+/// logits' shape and dtype) when grad is not null. Float and double logits
+/// compute in their dtype, 2-byte ones in float (rounded once).
+inline double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask,
+                    const RDropLossOptions& o, at::Tensor* grad, double scale) {
+  const bool two_byte = logits.scalar_type() == at::kBFloat16 || logits.scalar_type() == at::kHalf;
+  const at::Tensor x = logits.to(two_byte ? at::kFloat : logits.scalar_type());
+  const int64_t rows = x.size(0), b = rows / 2, c = x.size(-1), t = x.dim() == 3 ? x.size(1) : 1;
+  const at::Tensor x3 = x.reshape({rows, t, c});
+  const auto [a, bb] = copies(x3, o.layout());
+  const at::Tensor y = labels.to(at::kLong).reshape({-1, t});
+  const auto [ya, yb] = per_copy(y, b, o.layout());
+  at::Tensor ka = at::ones({b, t}, x.options().dtype(at::kBool)), kb = ka;
+  if (mask.defined()) {
+    const auto [ma, mb] = per_copy(mask.to(x.device()).reshape({-1, t}), b, o.layout());
+    ka = ma;
+    kb = mb;
+  }
+  if (o.padding_index() != rdrop::no_padding) {
+    ka = ka & (ya != o.padding_index());
+    kb = kb & (yb != o.padding_index());
+  }
+  const at::Tensor la = ka & (ya != o.ignore_index()), lb = kb & (yb != o.ignore_index()), kp = ka & kb;
+  const at::Tensor bad = (la & ((ya < 0) | (ya >= c))) | (lb & ((yb < 0) | (yb >= c)));
+  TORCH_CHECK(!bad.any().item<bool>(), "rdrop::torch::rdrop_loss: argument 'labels' holds a value outside [0, ", c,
+              ") that is neither ignore_index nor padding_index");
+
+  const at::Tensor lpa = at::log_softmax(a, -1), lpb = at::log_softmax(bb, -1);
+  const at::Tensor pa = lpa.exp(), pb = lpb.exp();
+  const double eps = o.label_smoothing();
+  const auto target = [&](const at::Tensor& yl, const at::Tensor& labeled) {
+    const at::Tensor onehot = at::one_hot(at::where(labeled, yl, at::zeros({}, yl.options())), c).to(x.scalar_type());
+    if (o.smoothing_style() == SmoothingStyle::ExcludeTarget) {
+      const double off = c > 1 ? eps / static_cast<double>(c - 1) : 0.0;
+      return onehot * (1 - eps) + (1 - onehot) * off;
+    }
+    return onehot * (1 - eps) + eps / static_cast<double>(c);
+  };
+  const at::Tensor qa = target(ya, la), qb = target(yb, lb);
+  const at::Tensor zero = at::zeros({}, x.options());
+  const at::Tensor ce_a = at::where(la, -weighted(qa, lpa).sum(-1), zero);
+  const at::Tensor ce_b = at::where(lb, -weighted(qb, lpb).sum(-1), zero);
+
+  // The divergence per pair and its gradients (before the pair mask).
+  at::Tensor d, da, db;
+  const at::Tensor kl_ab_terms = weighted(pa, lpa - lpb), kl_ba_terms = weighted(pb, lpb - lpa);
+  switch (o.divergence()) {
+    case Divergence::SymmetricKL: {
+      const at::Tensor kl_ab = kl_ab_terms.sum(-1, true), kl_ba = kl_ba_terms.sum(-1, true);
+      d = 0.5 * (kl_ab + kl_ba).squeeze(-1);
+      da = 0.5 * (kl_ab_terms - weighted(pa, kl_ab.expand_as(pa)) + pa - pb);
+      db = 0.5 * (kl_ba_terms - weighted(pb, kl_ba.expand_as(pb)) + pb - pa);
+      break;
+    }
+    case Divergence::KL: {
+      const at::Tensor kl_ab = kl_ab_terms.sum(-1, true);
+      d = kl_ab.squeeze(-1);
+      da = kl_ab_terms - weighted(pa, kl_ab.expand_as(pa));
+      db = pb - pa;
+      break;
+    }
+    case Divergence::JensenShannon: {
+      const at::Tensor lm = at::log(0.5 * (pa + pb));
+      const at::Tensor ta = weighted(pa, lpa - lm), tb = weighted(pb, lpb - lm);
+      const at::Tensor kla = ta.sum(-1, true), klb = tb.sum(-1, true);
+      d = 0.5 * (kla + klb).squeeze(-1);
+      da = 0.5 * (ta - weighted(pa, kla.expand_as(pa)));
+      db = 0.5 * (tb - weighted(pb, klb.expand_as(pb)));
+      break;
+    }
+  }
+  const double task_sum = (ce_a.sum() + ce_b.sum()).item<double>();
+  const double divergence_sum = at::where(kp, d, zero).sum().item<double>();
+  const double n = (la.sum() + lb.sum()).item<double>(), pairs = kp.sum().item<double>();
+  const auto per = [](double count) { return count > 0 ? 1.0 / count : 0.0; };
+  double wt = 1, wd = o.alpha();
+  switch (o.normalization()) {
+    case Normalization::Paper:
+    case Normalization::Sum: break;
+    case Normalization::KerasCode: wt = per(n); wd = o.alpha() * per(2 * pairs); break;
+    case Normalization::PyTorchReadme: wt = per(n); break;
+    case Normalization::Mean: wt = per(n); wd = o.alpha() * per(pairs); break;
+    case Normalization::Fairseq: wt = per(pairs); wd = o.alpha() * per(pairs); break;
+  }
+  const double value = wt * task_sum + wd * divergence_sum;
+  if (grad != nullptr) {
+    const at::Tensor la3 = la.unsqueeze(-1), lb3 = lb.unsqueeze(-1), kp3 = kp.unsqueeze(-1);
+    const at::Tensor zero3 = at::zeros({}, x.options());
+    const at::Tensor ga = (at::where(la3, wt * (pa - qa), zero3) + at::where(kp3, wd * da, zero3)) * scale;
+    const at::Tensor gb = (at::where(lb3, wt * (pb - qb), zero3) + at::where(kp3, wd * db, zero3)) * scale;
+    const at::Tensor g = o.layout() == Layout::Stacked ? at::cat({ga, gb}, 0) : at::stack({ga, gb}, 1).reshape({rows, t, c});
+    *grad = g.reshape(logits.sizes()).to(logits.scalar_type());
+  }
+  return value;
+}
+
+}  // namespace aten
+
+/// Whether `o` sends `logits` to the ATen path.
+template <typename Options>
+bool uses_aten(const Options& o, const at::Tensor& logits) {
+  return o.path() == Path::ATen || (o.path() == Path::Auto && !logits.device().is_cpu());
+}
+
 /// The R-Drop loss (RDropLoss) of logits with integer labels.
 struct RDropSpec {
   using Options = RDropLossOptions;
@@ -539,6 +678,12 @@ struct RDropSpec {
   /// themselves) when grad is defined.
   static double run(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask, const Options& o,
                     const at::Tensor& grad, double scale, const char* where) {
+    if (uses_aten(o, logits)) {
+      at::Tensor g;
+      const double value = aten::rdrop(logits, labels, mask, o, grad.defined() ? &g : nullptr, scale);
+      if (grad.defined()) grad.copy_(g);
+      return value;
+    }
     return dispatch<true>(logits, where, "logits", [&](auto tag) {
       using E = typename std::decay_t<decltype(tag)>::type;
       using S = rdrop::detail::compute_t<E>;

@@ -1097,3 +1097,55 @@ TEST_CASE("The module RDropLinearLoss holds its layer as parameters: initialized
     CHECK_THROWS_AS(rdrop::torch::RDropLinearLoss(rdrop::torch::RDropLinearLossOptions(d, -1)), std::invalid_argument);
   }
 }
+
+TEST_CASE("The ATen path (Path::ATen on CPU tensors) equals the fused kernels: every layout, normalization, "
+          "divergence, smoothing style, padding, ignore label and mask",
+          "[torch][aten]") {
+  const int64_t b = 4, t = 3, c = 7;
+  int trial = 0;
+  for (const auto dtype : {at::kDouble, at::kFloat, at::kBFloat16}) {
+    for (const Layout layout : {Layout::Interleaved, Layout::Stacked}) {
+      for (const Normalization norm : {Normalization::Paper, Normalization::KerasCode, Normalization::PyTorchReadme,
+                                       Normalization::Sum, Normalization::Mean, Normalization::Fairseq}) {
+        for (const Divergence divergence : {Divergence::SymmetricKL, Divergence::KL, Divergence::JensenShannon}) {
+          for (const auto style : {rdrop::SmoothingStyle::Uniform, rdrop::SmoothingStyle::ExcludeTarget}) {
+            for (const bool sequence : {false, true}) {
+              ++trial;
+              torch::manual_seed(static_cast<uint64_t>(trial));
+              const at::Tensor logits =
+                  (sequence ? logits_of(2 * b * t, c, at::kDouble, static_cast<uint64_t>(trial)).reshape({2 * b, t, c})
+                            : logits_of(2 * b, c, at::kDouble, static_cast<uint64_t>(trial)))
+                      .to(dtype);
+              const std::vector<int64_t> shape = sequence ? std::vector<int64_t>{b, t} : std::vector<int64_t>{b};
+              at::Tensor y = torch::randint(0, c, shape, torch::kLong);
+              y.view({-1})[0] = -100;  // an unlabeled sample: divergence only
+              if (sequence) y.view({-1})[1] = 0;  // padding (index 0 below)
+              const at::Tensor mask = torch::rand(shape).gt(0.2);
+              const auto options = rdrop::torch::RDropLossOptions()
+                                       .layout(layout)
+                                       .normalization(norm)
+                                       .divergence(divergence)
+                                       .smoothing_style(style)
+                                       .label_smoothing(0.1)
+                                       .alpha(0.7)
+                                       .padding_index(sequence ? 0 : rdrop::no_padding);
+              const auto run = [&](rdrop::torch::Path path) {
+                const at::Tensor x = logits.clone().requires_grad_(true);
+                const at::Tensor value = rdrop::torch::rdrop_loss(x, y, rdrop::torch::RDropLossOptions(options).path(path), mask);
+                value.backward();
+                return std::make_pair(value.detach(), x.grad());
+              };
+              const auto fused = run(rdrop::torch::Path::Fused), aten = run(rdrop::torch::Path::ATen);
+              const double tol = dtype == at::kDouble ? 1e-12 : dtype == at::kFloat ? 1e-5 : 1e-2;
+              INFO("trial " << trial << " dtype " << dtype << " layout " << static_cast<int>(layout) << " norm "
+                            << static_cast<int>(norm) << " divergence " << static_cast<int>(divergence) << " style "
+                            << static_cast<int>(style) << " sequence " << sequence);
+              CHECK(close(aten.first, fused.first, tol));
+              CHECK(close(aten.second, fused.second, tol));
+            }
+          }
+        }
+      }
+    }
+  }
+}
