@@ -34,6 +34,7 @@
 #include <Eigen/Core>
 #include <unsupported/Eigen/CXX11/Tensor>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -661,10 +662,17 @@ inline double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at
 
 }  // namespace aten
 
+/// What Path::Auto means on CPU tensors (set_default_path).
+inline std::atomic<Path>& default_cpu_path() {
+  static std::atomic<Path> path{Path::Fused};
+  return path;
+}
+
 /// Whether `o` sends `logits` to the ATen path.
 template <typename Options>
 bool uses_aten(const Options& o, const at::Tensor& logits) {
-  return o.path() == Path::ATen || (o.path() == Path::Auto && !logits.device().is_cpu());
+  if (o.path() != Path::Auto) return o.path() == Path::ATen;
+  return !logits.device().is_cpu() || default_cpu_path().load() == Path::ATen;
 }
 
 /// The R-Drop loss (RDropLoss) of logits with integer labels.
@@ -1053,6 +1061,14 @@ inline at::Tensor linear_loss(const at::Tensor& hidden, const at::Tensor& weight
   }
   return detail::LinearLossFunction::apply(hidden, weight, detail::OptionalTensor(bias), labels,
                                            detail::OptionalTensor(m), options);
+}
+
+/// What Path::Auto runs on CPU tensors, process-wide: Path::Fused (the
+/// default) or Path::ATen (e.g. to compare the two, as the tests do). Other
+/// devices always take the ATen path.
+inline void set_default_path(Path cpu_path) {
+  TORCH_CHECK(cpu_path != Path::Auto, "rdrop::torch::set_default_path: argument 'cpu_path' must be Path::Fused or Path::ATen");
+  detail::default_cpu_path().store(cpu_path);
 }
 
 /// Frees the calling thread's chunk buffers of linear_loss (float and

@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <limits>
 #include <random>
@@ -28,6 +29,14 @@ extern "C" const char* __ubsan_default_options() { return "print_stacktrace=1:ha
 #endif
 
 namespace {
+
+// RDROP_TORCH_TEST_PATH=aten runs the whole suite with Path::Auto meaning the
+// ATen path on CPU tensors (CTest runs it both ways).
+const bool path_from_environment = [] {
+  const char* path = std::getenv("RDROP_TORCH_TEST_PATH");
+  if (path != nullptr && std::string(path) == "aten") rdrop::torch::set_default_path(rdrop::torch::Path::ATen);
+  return true;
+}();
 
 namespace F = torch::nn::functional;
 using rdrop::Layout;
