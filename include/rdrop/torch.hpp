@@ -675,6 +675,29 @@ bool uses_aten(const Options& o, const at::Tensor& logits) {
   return !logits.device().is_cpu() || default_cpu_path().load() == Path::ATen;
 }
 
+/// The fused path's argument checks, with its messages, for the ATen path:
+/// the dtypes, then rdrop::RDropLoss::Count on the logits' shape (no data)
+/// and the labels and mask (brought to the CPU: one per row at most), which
+/// checks the options, the row count, the shapes and every label.
+inline void check_like_fused(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask,
+                             const RDropLossOptions& o, const char* where) {
+  const at::Tensor cpu_labels = labels.to(at::kCPU), cpu_mask = mask.defined() ? mask.to(at::kCPU) : mask;
+  dispatch<true>(logits, where, "logits", [&](auto tag) {
+    using S = rdrop::detail::compute_t<typename std::decay_t<decltype(tag)>::type>;
+    const rdrop::RDropLoss<S> loss(options_in<S>(o));
+    with_labels(cpu_labels, where, [&](const auto& y) {
+      const auto count = [&](const auto& shape) {
+        return cpu_mask.defined() ? loss.Count(shape, y, mask_view(cpu_mask)) : loss.Count(shape, y);
+      };
+      if (logits.dim() == 3) {
+        return count(ConstTensor<S, 3>(nullptr, logits.size(0), logits.size(1), logits.size(2)));
+      }
+      return count(Eigen::Map<const RowMajor<S>>(nullptr, logits.size(0), logits.size(-1)));
+    });
+    return 0.0;
+  });
+}
+
 /// The R-Drop loss (RDropLoss) of logits with integer labels.
 struct RDropSpec {
   using Options = RDropLossOptions;
@@ -687,6 +710,7 @@ struct RDropSpec {
   static double run(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask, const Options& o,
                     const at::Tensor& grad, double scale, const char* where) {
     if (uses_aten(o, logits)) {
+      check_like_fused(logits, labels, mask, o, where);
       at::Tensor g;
       const double value = aten::rdrop(logits, labels, mask, o, grad.defined() ? &g : nullptr, scale);
       if (grad.defined()) grad.copy_(g);
