@@ -570,7 +570,9 @@ inline at::Tensor weighted(const at::Tensor& weight, const at::Tensor& value) {
 inline double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask,
                     const RDropLossOptions& o, at::Tensor* grad, double scale) {
   const bool two_byte = logits.scalar_type() == at::kBFloat16 || logits.scalar_type() == at::kHalf;
-  const at::Tensor x = logits.to(two_byte ? at::kFloat : logits.scalar_type());
+  // Contiguous first: reductions over a strided view may add in another
+  // order, and every layout of the same values must give the same bits.
+  const at::Tensor x = logits.to(two_byte ? at::kFloat : logits.scalar_type()).contiguous();
   const int64_t rows = x.size(0), b = rows / 2, c = x.size(-1), t = x.dim() == 3 ? x.size(1) : 1;
   const at::Tensor x3 = x.reshape({rows, t, c});
   const auto [a, bb] = copies(x3, o.layout());
@@ -608,21 +610,26 @@ inline double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at
   const at::Tensor ce_b = at::where(lb, -weighted(qb, lpb).sum(-1), zero);
 
   // The divergence per pair and its gradients (before the pair mask).
+  // log p − log q from the logits' difference, where the copies' near
+  // agreement costs no precision ((a − b) is exact where they are close),
+  // and p − q = −p·expm1(−(log p − log q)) likewise.
   at::Tensor d, da, db;
-  const at::Tensor kl_ab_terms = weighted(pa, lpa - lpb), kl_ba_terms = weighted(pb, lpb - lpa);
+  const at::Tensor log_ratio = (a - bb) - (at::logsumexp(a, -1, true) - at::logsumexp(bb, -1, true));
+  const at::Tensor kl_ab_terms = weighted(pa, log_ratio), kl_ba_terms = weighted(pb, -log_ratio);
+  const at::Tensor p_minus_q = at::where(pa == 0, -pb, -pa * at::expm1(-log_ratio));
   switch (o.divergence()) {
     case Divergence::SymmetricKL: {
       const at::Tensor kl_ab = kl_ab_terms.sum(-1, true), kl_ba = kl_ba_terms.sum(-1, true);
       d = 0.5 * (kl_ab + kl_ba).squeeze(-1);
-      da = 0.5 * (kl_ab_terms - weighted(pa, kl_ab.expand_as(pa)) + pa - pb);
-      db = 0.5 * (kl_ba_terms - weighted(pb, kl_ba.expand_as(pb)) + pb - pa);
+      da = 0.5 * (kl_ab_terms - weighted(pa, kl_ab.expand_as(pa)) + p_minus_q);
+      db = 0.5 * (kl_ba_terms - weighted(pb, kl_ba.expand_as(pb)) - p_minus_q);
       break;
     }
     case Divergence::KL: {
       const at::Tensor kl_ab = kl_ab_terms.sum(-1, true);
       d = kl_ab.squeeze(-1);
       da = kl_ab_terms - weighted(pa, kl_ab.expand_as(pa));
-      db = pb - pa;
+      db = -p_minus_q;
       break;
     }
     case Divergence::JensenShannon: {
