@@ -563,6 +563,20 @@ inline at::Tensor weighted(const at::Tensor& weight, const at::Tensor& value) {
   return at::where(weight == 0, at::zeros({}, weight.options()), weight * value);
 }
 
+/// The normalization's weights of the task sum and the divergence sum.
+inline std::pair<double, double> weights(Normalization normalization, double alpha, double n, double pairs) {
+  const auto per = [](double count) { return count > 0 ? 1.0 / count : 0.0; };
+  switch (normalization) {
+    case Normalization::Paper:
+    case Normalization::Sum: return {1.0, alpha};
+    case Normalization::KerasCode: return {per(n), alpha * per(2 * pairs)};
+    case Normalization::PyTorchReadme: return {per(n), alpha};
+    case Normalization::Mean: return {per(n), alpha * per(pairs)};
+    case Normalization::Fairseq: return {per(pairs), alpha * per(pairs)};
+  }
+  return {1.0, alpha};
+}
+
 /// The R-Drop loss of `logits` with analytic gradients in ATen operations, on
 /// the logits' device: value, and scale · ∂loss/∂logits in `*grad` (the
 /// logits' shape and dtype) when grad is not null. Float and double logits
@@ -645,16 +659,7 @@ inline double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at
   const double task_sum = (ce_a.sum() + ce_b.sum()).item<double>();
   const double divergence_sum = at::where(kp, d, zero).sum().item<double>();
   const double n = (la.sum() + lb.sum()).item<double>(), pairs = kp.sum().item<double>();
-  const auto per = [](double count) { return count > 0 ? 1.0 / count : 0.0; };
-  double wt = 1, wd = o.alpha();
-  switch (o.normalization()) {
-    case Normalization::Paper:
-    case Normalization::Sum: break;
-    case Normalization::KerasCode: wt = per(n); wd = o.alpha() * per(2 * pairs); break;
-    case Normalization::PyTorchReadme: wt = per(n); break;
-    case Normalization::Mean: wt = per(n); wd = o.alpha() * per(pairs); break;
-    case Normalization::Fairseq: wt = per(pairs); wd = o.alpha() * per(pairs); break;
-  }
+  const auto [wt, wd] = weights(o.normalization(), o.alpha(), n, pairs);
   const double value = wt * task_sum + wd * divergence_sum;
   if (grad != nullptr) {
     const at::Tensor la3 = la.unsqueeze(-1), lb3 = lb.unsqueeze(-1), kp3 = kp.unsqueeze(-1);
@@ -665,6 +670,57 @@ inline double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at
     *grad = g.reshape(logits.sizes()).to(logits.scalar_type());
   }
   return value;
+}
+
+/// The multi-label (binary cross-entropy + Bernoulli symmetric KL) or the
+/// regression (squared error + squared distance) R-Drop loss in ATen
+/// operations, as rdrop() for rdrop_loss.
+template <typename Options>
+double row_target(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& mask, const Options& o,
+                  bool multi_label, at::Tensor* grad, double scale) {
+  const bool two_byte = logits.scalar_type() == at::kBFloat16 || logits.scalar_type() == at::kHalf;
+  const at::Tensor x = logits.to(two_byte ? at::kFloat : logits.scalar_type()).contiguous();
+  const int64_t rows = x.size(0), b = rows / 2, k = x.size(-1), t = x.dim() == 3 ? x.size(1) : 1;
+  const auto [u, v] = copies(x.reshape({rows, t, k}), o.layout());
+  const auto [tu, tv] = per_copy(targets.to(x.scalar_type()).reshape({-1, t, k}), b, o.layout());
+  at::Tensor ku = at::ones({b, t}, x.options().dtype(at::kBool)), kv = ku;
+  if (mask.defined()) std::tie(ku, kv) = per_copy(mask.to(x.device()).reshape({-1, t}), b, o.layout());
+  const at::Tensor kp = ku & kv, zero = at::zeros({}, x.options());
+  at::Tensor task_u, task_v, grad_task_u, grad_task_v, d, du, dv;
+  if (multi_label) {
+    const at::Tensor su = at::sigmoid(u), sv = at::sigmoid(v);
+    const auto bce = [](const at::Tensor& z, const at::Tensor& target) {
+      return (at::clamp_min(z, 0) + at::log1p(at::exp(-z.abs())) - target * z).sum(-1);
+    };
+    task_u = bce(u, tu);
+    task_v = bce(v, tv);
+    grad_task_u = su - tu;
+    grad_task_v = sv - tv;
+    const at::Tensor diff = u - v, sdiff = su - sv;
+    d = 0.5 * (sdiff * diff).sum(-1);
+    du = 0.5 * (su * (1 - su) * diff + sdiff);
+    dv = 0.5 * (-sv * (1 - sv) * diff - sdiff);
+  } else {
+    task_u = (u - tu).pow(2).sum(-1);
+    task_v = (v - tv).pow(2).sum(-1);
+    grad_task_u = 2 * (u - tu);
+    grad_task_v = 2 * (v - tv);
+    d = (u - v).pow(2).sum(-1);
+    du = 2 * (u - v);
+    dv = -du;
+  }
+  const double task_sum = (at::where(ku, task_u, zero).sum() + at::where(kv, task_v, zero).sum()).item<double>();
+  const double divergence_sum = at::where(kp, d, zero).sum().item<double>();
+  const double n = (ku.sum() + kv.sum()).item<double>(), pairs = kp.sum().item<double>();
+  const auto [wt, wd] = weights(o.normalization(), o.alpha(), n, pairs);
+  if (grad != nullptr) {
+    const at::Tensor ku3 = ku.unsqueeze(-1), kv3 = kv.unsqueeze(-1), kp3 = kp.unsqueeze(-1);
+    const at::Tensor gu = (at::where(ku3, wt * grad_task_u, zero) + at::where(kp3, wd * du, zero)) * scale;
+    const at::Tensor gv = (at::where(kv3, wt * grad_task_v, zero) + at::where(kp3, wd * dv, zero)) * scale;
+    const at::Tensor g = o.layout() == Layout::Stacked ? at::cat({gu, gv}, 0) : at::stack({gu, gv}, 1).reshape({rows, t, k});
+    *grad = g.reshape(logits.sizes()).to(logits.scalar_type());
+  }
+  return wt * task_sum + wd * divergence_sum;
 }
 
 }  // namespace aten
@@ -755,6 +811,35 @@ struct RowTargetSpec {
 
   static double run(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& mask, const Options& o,
                     const at::Tensor& grad, double scale, const char* where) {
+    if (uses_aten(o, logits)) {
+      // The fused path's checks and messages (targets brought to the CPU for them).
+      const at::Tensor cpu_targets = targets.to(at::kCPU), cpu_mask = mask.defined() ? mask.to(at::kCPU) : mask;
+      dispatch<true>(logits, where, "logits", [&](auto tag) {
+        using S = rdrop::detail::compute_t<typename std::decay_t<decltype(tag)>::type>;
+        EigenOptions<S> options;
+        options.alpha = static_cast<S>(o.alpha());
+        options.layout = o.layout();
+        options.normalization = o.normalization();
+        const Loss<S> loss(options);
+        const at::Tensor tc = cpu_targets.to(std::is_same_v<S, float> ? at::kFloat : at::kDouble).contiguous();
+        const auto count = [&](const auto& shape, const auto& y) {
+          return cpu_mask.defined() ? loss.Count(shape, y, mask_view(cpu_mask)) : loss.Count(shape, y);
+        };
+        if (logits.dim() == 3) {
+          count(ConstTensor<S, 3>(nullptr, logits.size(0), logits.size(1), logits.size(2)),
+                ConstTensor<S, 3>(data_of<S>(tc), tc.size(0), tc.size(1), tc.size(2)));
+        } else {
+          count(Eigen::Map<const RowMajor<S>>(nullptr, logits.size(0), logits.size(1)),
+                Eigen::Map<const RowMajor<S>>(data_of<S>(tc), tc.size(0), tc.size(1)));
+        }
+        return 0.0;
+      });
+      at::Tensor g;
+      const double value = aten::row_target(logits, targets, mask, o, std::is_same_v<EigenOptions<double>, MultiLabelOptions<double>>,
+                                            grad.defined() ? &g : nullptr, scale);
+      if (grad.defined()) grad.copy_(g);
+      return value;
+    }
     return dispatch<true>(logits, where, "logits", [&](auto tag) {
       using E = typename std::decay_t<decltype(tag)>::type;
       using S = rdrop::detail::compute_t<E>;

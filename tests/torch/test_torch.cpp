@@ -1165,3 +1165,52 @@ TEST_CASE("The ATen path (Path::ATen on CPU tensors) equals the fused kernels: e
     }
   }
 }
+
+TEST_CASE("The ATen path of multi_label_loss and regression_loss equals the fused kernels", "[torch][aten]") {
+  const int64_t b = 4, t = 3, k = 5;
+  int trial = 0;
+  for (const auto dtype : {at::kDouble, at::kFloat, at::kBFloat16}) {
+    for (const Layout layout : {Layout::Interleaved, Layout::Stacked}) {
+      for (const Normalization norm : {Normalization::Paper, Normalization::KerasCode, Normalization::PyTorchReadme,
+                                       Normalization::Sum, Normalization::Mean, Normalization::Fairseq}) {
+        for (const bool sequence : {false, true}) {
+          for (const bool per_row : {false, true}) {
+            ++trial;
+            torch::manual_seed(static_cast<uint64_t>(100 + trial));
+            const std::vector<int64_t> shape =
+                sequence ? std::vector<int64_t>{2 * b, t, k} : std::vector<int64_t>{2 * b, k};
+            const at::Tensor logits = (3 * torch::randn(shape, torch::kDouble)).to(dtype);
+            std::vector<int64_t> target_shape = shape;
+            if (!per_row) target_shape[0] = b;
+            const at::Tensor targets = torch::rand(target_shape, torch::kDouble);
+            std::vector<int64_t> mask_shape = sequence ? std::vector<int64_t>{target_shape[0], t}
+                                                       : std::vector<int64_t>{target_shape[0]};
+            const at::Tensor mask = torch::rand(mask_shape).gt(0.25);
+            INFO("trial " << trial << " dtype " << dtype);
+            const double tol = dtype == at::kDouble ? 1e-12 : dtype == at::kFloat ? 1e-5 : 1e-2;
+            for (const bool multi_label : {true, false}) {
+              const auto run = [&](rdrop::torch::Path path) {
+                const at::Tensor x = logits.clone().requires_grad_(true);
+                const at::Tensor value =
+                    multi_label
+                        ? rdrop::torch::multi_label_loss(
+                              x, targets,
+                              rdrop::torch::MultiLabelLossOptions().alpha(0.6).layout(layout).normalization(norm).path(path),
+                              mask)
+                        : rdrop::torch::regression_loss(
+                              x, targets,
+                              rdrop::torch::RegressionLossOptions().alpha(0.6).layout(layout).normalization(norm).path(path),
+                              mask);
+                value.backward();
+                return std::make_pair(value.detach(), x.grad());
+              };
+              const auto fused = run(rdrop::torch::Path::Fused), aten = run(rdrop::torch::Path::ATen);
+              CHECK(close(aten.first, fused.first, tol));
+              CHECK(close(aten.second, fused.second, tol));
+            }
+          }
+        }
+      }
+    }
+  }
+}
