@@ -577,41 +577,23 @@ inline std::pair<double, double> weights(Normalization normalization, double alp
   return {1.0, alpha};
 }
 
-/// The R-Drop loss of `logits` with analytic gradients in ATen operations, on
-/// the logits' device: value, and scale · ∂loss/∂logits in `*grad` (the
-/// logits' shape and dtype) when grad is not null. Float and double logits
-/// compute in their dtype, 2-byte ones in float (rounded once).
-inline double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask,
-                    const RDropLossOptions& o, at::Tensor* grad, double scale) {
-  const bool two_byte = logits.scalar_type() == at::kBFloat16 || logits.scalar_type() == at::kHalf;
-  // Contiguous first: reductions over a strided view may add in another
-  // order, and every layout of the same values must give the same bits.
-  const at::Tensor x = logits.to(two_byte ? at::kFloat : logits.scalar_type()).contiguous();
-  const int64_t rows = x.size(0), b = rows / 2, c = x.size(-1), t = x.dim() == 3 ? x.size(1) : 1;
-  const at::Tensor x3 = x.reshape({rows, t, c});
-  const auto [a, bb] = copies(x3, o.layout());
-  const at::Tensor y = labels.to(at::kLong).reshape({-1, t});
-  const auto [ya, yb] = per_copy(y, b, o.layout());
-  at::Tensor ka = at::ones({b, t}, x.options().dtype(at::kBool)), kb = ka;
-  if (mask.defined()) {
-    const auto [ma, mb] = per_copy(mask.to(x.device()).reshape({-1, t}), b, o.layout());
-    ka = ma;
-    kb = mb;
-  }
-  if (o.padding_index() != rdrop::no_padding) {
-    ka = ka & (ya != o.padding_index());
-    kb = kb & (yb != o.padding_index());
-  }
-  const at::Tensor la = ka & (ya != o.ignore_index()), lb = kb & (yb != o.ignore_index()), kp = ka & kb;
-  const at::Tensor bad = (la & ((ya < 0) | (ya >= c))) | (lb & ((yb < 0) | (yb >= c)));
-  TORCH_CHECK(!bad.any().item<bool>(), "rdrop::torch::rdrop_loss: argument 'labels' holds a value outside [0, ", c,
-              ") that is neither ignore_index nor padding_index");
-
+/// The task and divergence sums of pairs of logit rows a, b [..., C] (as
+/// tensors on their device), and with weights (wt, wd, times scale) their
+/// gradients: CE with smoothing on the labeled rows (la, lb), the divergence
+/// on the kept pairs (kp).
+struct PairTerms {
+  at::Tensor task_sum, divergence_sum, grad_a, grad_b;
+};
+template <typename Options>
+PairTerms pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor& ya, const at::Tensor& yb,
+                     const at::Tensor& la, const at::Tensor& lb, const at::Tensor& kp, const Options& o,
+                     bool with_grad, double wt, double wd) {
+  const int64_t c = a.size(-1);
   const at::Tensor lpa = at::log_softmax(a, -1), lpb = at::log_softmax(bb, -1);
   const at::Tensor pa = lpa.exp(), pb = lpb.exp();
   const double eps = o.label_smoothing();
   const auto target = [&](const at::Tensor& yl, const at::Tensor& labeled) {
-    const at::Tensor onehot = at::one_hot(at::where(labeled, yl, at::zeros({}, yl.options())), c).to(x.scalar_type());
+    const at::Tensor onehot = at::one_hot(at::where(labeled, yl, at::zeros({}, yl.options())), c).to(a.scalar_type());
     if (o.smoothing_style() == SmoothingStyle::ExcludeTarget) {
       const double off = c > 1 ? eps / static_cast<double>(c - 1) : 0.0;
       return onehot * (1 - eps) + (1 - onehot) * off;
@@ -619,11 +601,9 @@ inline double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at
     return onehot * (1 - eps) + eps / static_cast<double>(c);
   };
   const at::Tensor qa = target(ya, la), qb = target(yb, lb);
-  const at::Tensor zero = at::zeros({}, x.options());
-  const at::Tensor ce_a = at::where(la, -weighted(qa, lpa).sum(-1), zero);
-  const at::Tensor ce_b = at::where(lb, -weighted(qb, lpb).sum(-1), zero);
-
-  // The divergence per pair and its gradients (before the pair mask).
+  const at::Tensor zero = at::zeros({}, a.options());
+  PairTerms r;
+  r.task_sum = at::where(la, -weighted(qa, lpa).sum(-1), zero).sum() + at::where(lb, -weighted(qb, lpb).sum(-1), zero).sum();
   // log p − log q from the logits' difference, where the copies' near
   // agreement costs no precision ((a − b) is exact where they are close),
   // and p − q = −p·expm1(−(log p − log q)) likewise.
@@ -656,18 +636,63 @@ inline double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at
       break;
     }
   }
-  const double task_sum = (ce_a.sum() + ce_b.sum()).item<double>();
-  const double divergence_sum = at::where(kp, d, zero).sum().item<double>();
-  const double n = (la.sum() + lb.sum()).item<double>(), pairs = kp.sum().item<double>();
-  const auto [wt, wd] = weights(o.normalization(), o.alpha(), n, pairs);
-  const double value = wt * task_sum + wd * divergence_sum;
+  r.divergence_sum = at::where(kp, d, zero).sum();
+  if (with_grad) {
+    const at::Tensor la1 = la.unsqueeze(-1), lb1 = lb.unsqueeze(-1), kp1 = kp.unsqueeze(-1);
+    r.grad_a = at::where(la1, wt * (pa - qa), zero) + at::where(kp1, wd * da, zero);
+    r.grad_b = at::where(lb1, wt * (pb - qb), zero) + at::where(kp1, wd * db, zero);
+  }
+  return r;
+}
+
+/// Each copy's labels [B, T], labeled rows, the kept pairs, and the counts
+/// the normalization divides by.
+struct Masks {
+  at::Tensor ya, yb, la, lb, kp;
+  double n = 0, pairs = 0;
+};
+template <typename Options>
+Masks masks(const at::Tensor& labels, const at::Tensor& mask, int64_t b, int64_t t, const at::Device& device,
+            const Options& o) {
+  const at::Tensor y = labels.to(device).to(at::kLong).reshape({-1, t});
+  Masks m;
+  std::tie(m.ya, m.yb) = per_copy(y, b, o.layout());
+  at::Tensor ka = at::ones({b, t}, y.options().dtype(at::kBool)), kb = ka;
+  if (mask.defined()) std::tie(ka, kb) = per_copy(mask.to(device).reshape({-1, t}), b, o.layout());
+  if (o.padding_index() != rdrop::no_padding) {
+    ka = ka & (m.ya != o.padding_index());
+    kb = kb & (m.yb != o.padding_index());
+  }
+  m.la = ka & (m.ya != o.ignore_index());
+  m.lb = kb & (m.yb != o.ignore_index());
+  m.kp = ka & kb;
+  m.n = (m.la.sum() + m.lb.sum()).item<double>();
+  m.pairs = m.kp.sum().item<double>();
+  return m;
+}
+
+/// The R-Drop loss of `logits` with analytic gradients in ATen operations, on
+/// the logits' device: value, and scale · ∂loss/∂logits in `*grad` (the
+/// logits' shape and dtype) when grad is not null. Float and double logits
+/// compute in their dtype, 2-byte ones in float (rounded once).
+template <typename Options>
+double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask, const Options& o,
+             at::Tensor* grad, double scale) {
+  const bool two_byte = logits.scalar_type() == at::kBFloat16 || logits.scalar_type() == at::kHalf;
+  // Contiguous first: reductions over a strided view may add in another
+  // order, and every layout of the same values must give the same bits.
+  const at::Tensor x = logits.to(two_byte ? at::kFloat : logits.scalar_type()).contiguous();
+  const int64_t rows = x.size(0), b = rows / 2, c = x.size(-1), t = x.dim() == 3 ? x.size(1) : 1;
+  const auto [a, bb] = copies(x.reshape({rows, t, c}), o.layout());
+  const Masks m = masks(labels, mask, b, t, x.device(), o);
+  const auto [wt, wd] = weights(o.normalization(), o.alpha(), m.n, m.pairs);
+  const PairTerms r = pair_terms(a, bb, m.ya, m.yb, m.la, m.lb, m.kp, o, grad != nullptr, wt, wd);
+  const double value = wt * r.task_sum.item<double>() + wd * r.divergence_sum.item<double>();
   if (grad != nullptr) {
-    const at::Tensor la3 = la.unsqueeze(-1), lb3 = lb.unsqueeze(-1), kp3 = kp.unsqueeze(-1);
-    const at::Tensor zero3 = at::zeros({}, x.options());
-    const at::Tensor ga = (at::where(la3, wt * (pa - qa), zero3) + at::where(kp3, wd * da, zero3)) * scale;
-    const at::Tensor gb = (at::where(lb3, wt * (pb - qb), zero3) + at::where(kp3, wd * db, zero3)) * scale;
-    const at::Tensor g = o.layout() == Layout::Stacked ? at::cat({ga, gb}, 0) : at::stack({ga, gb}, 1).reshape({rows, t, c});
-    *grad = g.reshape(logits.sizes()).to(logits.scalar_type());
+    const at::Tensor g =
+        o.layout() == Layout::Stacked ? at::cat({r.grad_a, r.grad_b}, 0) : at::stack({r.grad_a, r.grad_b}, 1).reshape({rows, t, c});
+    // The scale last, on the float gradient, as autograd scales a float one.
+    *grad = (g * scale).reshape(logits.sizes()).to(logits.scalar_type());
   }
   return value;
 }
@@ -721,6 +746,62 @@ double row_target(const at::Tensor& logits, const at::Tensor& targets, const at:
     *grad = g.reshape(logits.sizes()).to(logits.scalar_type());
   }
   return wt * task_sum + wd * divergence_sum;
+}
+
+/// The linear loss of hidden (contiguous) [2B, D] or [2B, T, D], weight
+/// [V, D] and bias [V] (or undefined) in ATen operations, a chunk of pairs at
+/// a time (each chunk's logits made, turned into their gradient and
+/// projected back before the next: no logits of the whole batch are held),
+/// its gradients written into grad_* when they are defined.
+template <typename Options>
+double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& labels,
+              const at::Tensor& mask, const Options& o, const at::Tensor& grad_hidden, const at::Tensor& grad_weight,
+              const at::Tensor& grad_bias) {
+  const int64_t rows = h.size(0), b = rows / 2, d = h.size(-1), t = h.dim() == 3 ? h.size(1) : 1, v = w.size(0);
+  const auto [ha3, hb3] = copies(h.reshape({rows, t, d}), o.layout());
+  const at::Tensor ha = ha3.reshape({b * t, d}), hb = hb3.reshape({b * t, d});
+  const Masks m = masks(labels, mask, b, t, h.device(), o);
+  const auto [wt, wd] = weights(o.normalization(), o.alpha(), m.n, m.pairs);
+  const at::Tensor ya = m.ya.reshape({-1}), yb = m.yb.reshape({-1}), la = m.la.reshape({-1}), lb = m.lb.reshape({-1}),
+                   kp = m.kp.reshape({-1});
+  const bool with_grad = grad_hidden.defined();
+  // A pair's chunk holds its two logit rows and about eight temporaries of
+  // that size (log-probabilities, probabilities, targets, gradients).
+  const auto per_pair = static_cast<std::size_t>(2 * 8 * v) * static_cast<std::size_t>(h.element_size());
+  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(o.chunk_bytes() / std::max<std::size_t>(per_pair, 1)));
+  at::Tensor task = at::zeros({}, h.options()), divergence = at::zeros({}, h.options());
+  at::Tensor gha, ghb, gw, gb;
+  if (with_grad) {
+    gha = at::empty({b * t, d}, h.options());
+    ghb = at::empty({b * t, d}, h.options());
+    gw = at::zeros_like(w);
+    if (bias.defined()) gb = at::zeros_like(bias);
+  }
+  const at::Tensor wt_ = w.t();
+  for (int64_t first = 0; first < b * t; first += chunk) {
+    const int64_t n = std::min(chunk, b * t - first);
+    const at::Tensor xa = ha.narrow(0, first, n), xb = hb.narrow(0, first, n);
+    const at::Tensor za = bias.defined() ? at::addmm(bias, xa, wt_) : at::mm(xa, wt_);
+    const at::Tensor zb = bias.defined() ? at::addmm(bias, xb, wt_) : at::mm(xb, wt_);
+    const PairTerms r = pair_terms(za, zb, ya.narrow(0, first, n), yb.narrow(0, first, n), la.narrow(0, first, n),
+                                   lb.narrow(0, first, n), kp.narrow(0, first, n), o, with_grad, wt, wd);
+    task += r.task_sum;
+    divergence += r.divergence_sum;
+    if (with_grad) {
+      gha.narrow(0, first, n).copy_(at::mm(r.grad_a, w));
+      ghb.narrow(0, first, n).copy_(at::mm(r.grad_b, w));
+      gw.addmm_(r.grad_a.t(), xa).addmm_(r.grad_b.t(), xb);
+      if (bias.defined()) gb += r.grad_a.sum(0) + r.grad_b.sum(0);
+    }
+  }
+  if (with_grad) {
+    const at::Tensor ga3 = gha.reshape({b, t, d}), gb3 = ghb.reshape({b, t, d});
+    const at::Tensor g = o.layout() == Layout::Stacked ? at::cat({ga3, gb3}, 0) : at::stack({ga3, gb3}, 1).reshape({rows, t, d});
+    grad_hidden.copy_(g.reshape(grad_hidden.sizes()));
+    grad_weight.copy_(gw);
+    if (bias.defined()) grad_bias.copy_(gb);
+  }
+  return wt * task.item<double>() + wd * divergence.item<double>();
 }
 
 }  // namespace aten
@@ -1012,6 +1093,27 @@ struct LinearGradients {
 inline double linear_run(const at::Tensor& h, const at::Tensor& w, const at::Tensor& b, const at::Tensor& labels,
                          const at::Tensor& m, const LinearLossTorchOptions& o, const LinearGradients& g,
                          const char* where) {
+  if (uses_aten(o, h)) {
+    // The fused path's checks and messages, on the shapes, labels and mask alone.
+    const at::Tensor cpu_labels = labels.to(at::kCPU), cpu_mask = m.defined() ? m.to(at::kCPU) : m;
+    dispatch<false>(h, where, "hidden", [&](auto tag) {
+      using S = typename std::decay_t<decltype(tag)>::type;
+      LinearLossOptions linear;
+      linear.chunk_bytes = o.chunk_bytes();
+      const rdrop::RDropLinearLoss<S> loss(options_in<S>(o), linear);
+      const Eigen::Map<const RowMajor<S>> weight_shape(nullptr, w.size(0), w.size(1));
+      with_labels(cpu_labels, where, [&](const auto& y) {
+        const auto count = [&](const auto& shape) {
+          return cpu_mask.defined() ? loss.Count(shape, weight_shape, y, mask_view(cpu_mask))
+                                    : loss.Count(shape, weight_shape, y);
+        };
+        if (h.dim() == 3) return count(ConstTensor<S, 3>(nullptr, h.size(0), h.size(1), h.size(2)));
+        return count(Eigen::Map<const RowMajor<S>>(nullptr, h.size(0), h.size(1)));
+      });
+      return 0.0;
+    });
+    return aten::linear(h, w, b, labels, m, o, g.hidden, g.weight, g.bias);
+  }
   return dispatch<false>(h, where, "hidden", [&](auto tag) {
     using S = typename std::decay_t<decltype(tag)>::type;
     LinearLossOptions linear;

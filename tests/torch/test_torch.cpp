@@ -1214,3 +1214,53 @@ TEST_CASE("The ATen path of multi_label_loss and regression_loss equals the fuse
     }
   }
 }
+
+TEST_CASE("The ATen path of linear_loss, a chunk of pairs at a time, equals the fused kernels", "[torch][aten]") {
+  const int64_t b = 5, t = 3, d = 6, v = 11;
+  int trial = 0;
+  for (const auto dtype : {at::kDouble, at::kFloat}) {
+    for (const Layout layout : {Layout::Interleaved, Layout::Stacked}) {
+      for (const Normalization norm : {Normalization::KerasCode, Normalization::Fairseq, Normalization::Sum}) {
+        for (const Divergence divergence : {Divergence::SymmetricKL, Divergence::KL, Divergence::JensenShannon}) {
+          for (const bool sequence : {false, true}) {
+            for (const std::size_t chunk_bytes : {std::size_t(1), std::size_t(3000), std::size_t(64) << 20}) {
+              for (const bool with_bias : {true, false}) {
+                ++trial;
+                torch::manual_seed(static_cast<uint64_t>(200 + trial));
+                const at::Tensor hidden =
+                    torch::randn(sequence ? std::vector<int64_t>{2 * b, t, d} : std::vector<int64_t>{2 * b, d}).to(dtype);
+                const at::Tensor weight = torch::randn({v, d}).to(dtype), bias = torch::randn({v}).to(dtype);
+                at::Tensor y = torch::randint(0, v, sequence ? std::vector<int64_t>{b, t} : std::vector<int64_t>{b},
+                                              torch::kLong);
+                y.view({-1})[0] = -100;
+                if (sequence) y.view({-1})[1] = 0;
+                const at::Tensor mask = torch::rand(y.sizes()).gt(0.2);
+                const auto options = rdrop::torch::LinearLossTorchOptions()
+                                         .layout(layout)
+                                         .normalization(norm)
+                                         .divergence(divergence)
+                                         .label_smoothing(0.1)
+                                         .alpha(1.3)
+                                         .padding_index(sequence ? 0 : rdrop::no_padding)
+                                         .chunk_bytes(chunk_bytes);
+                const auto run = [&](rdrop::torch::Path path) {
+                  const at::Tensor h = hidden.clone().requires_grad_(true), w = weight.clone().requires_grad_(true),
+                                   bb = bias.clone().requires_grad_(true);
+                  const at::Tensor value = rdrop::torch::linear_loss(
+                      h, w, with_bias ? bb : at::Tensor(), y, rdrop::torch::LinearLossTorchOptions(options).path(path), mask);
+                  value.backward();
+                  return std::vector<at::Tensor>{value.detach(), h.grad(), w.grad(),
+                                                 with_bias ? bb.grad() : at::zeros({1}, dtype)};
+                };
+                const auto fused = run(rdrop::torch::Path::Fused), aten = run(rdrop::torch::Path::ATen);
+                INFO("trial " << trial);
+                const double tol = dtype == at::kDouble ? 1e-12 : 1e-5;
+                for (std::size_t i = 0; i < fused.size(); ++i) CHECK(close(aten[i], fused[i], tol));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
