@@ -119,6 +119,34 @@ for a, b, what in pairs22:
         costs.append(f"| {what}, {args} | {mins[n] / mins[m]:.2f} | {med} | {peak} |")
 if costs:
     out += ["", "| ratio (issue 22) | time, of mins | of medians | peak memory |", "|---|---:|---:|---:|"] + costs
+# Issue 23's targets for the output layer from hidden states.
+linear = []
+for shape in ("5120/256/32000", "1280/256/128256"):
+    for threads in (1, 2):
+        k = lambda form: f"BM_TorchLinear_{form}/{shape}/{threads}"
+        rows = (("float Fused / float ProductsOnly", "Fused_float", "ProductsOnly_float", 1.10, False),
+                ("bf16 Fused / float Fused", "Fused_bf16", "Fused_float", 0.6, False),
+                ("float Fused / float Composition, peak memory", "Fused_float", "Composition_float", 1 / 8, True),
+                ("bf16 Fused / bf16 Composition, peak memory", "Fused_bf16", "Composition_bf16", 1 / 8, True),
+                ("float ATen path / float Fused", "ATenPath_float", "Fused_float", 1.5, False),
+                ("float ATen path / float Composition, peak memory", "ATenPath_float", "Composition_float", 1 / 8, True),
+                ("float Fused, Eigen products / float Fused", "FusedEigen_float", "Fused_float", None, False),
+                ("float Composition / float Fused", "Composition_float", "Fused_float", None, False))
+        for what, a, b, target, memory in rows:
+            if k(a) not in mins or k(b) not in mins:
+                continue
+            if memory:
+                if k(a) not in peaks or k(b) not in peaks:
+                    continue
+                r_min = r_med = peaks[k(a)] / max(peaks[k(b)], 1)
+            else:
+                r_min = mins[k(a)] / mins[k(b)]
+                r_med = medians[k(a)] / medians[k(b)] if k(a) in medians and k(b) in medians else float("nan")
+            verdict = "-" if target is None else ("pass" if r_min <= target else "FAIL")
+            linear.append(f"| {what}, {shape}, {threads} thread(s) | {r_min:.3f} | {r_med:.3f} | "
+                          f"{'-' if target is None else f'<= {target:.3g}'} | {verdict} |")
+if linear:
+    out += ["", "| ratio (issue 23) | of mins | of medians | target | |", "|---|---:|---:|---:|---|"] + linear
 text = "\n".join(out) + "\n"
 open(table_path, "w").write(text)
 print(text)

@@ -15,6 +15,7 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include <dlfcn.h>
 #include <malloc.h>
 
 #include <algorithm>
@@ -245,6 +246,76 @@ void linear_step(benchmark::State& state) {
 void BM_Torch_LinearReused(benchmark::State& state) { linear_step<false>(state); }
 void BM_Torch_LinearFresh(benchmark::State& state) { linear_step<true>(state); }
 
+/// One training step of an output layer with R-Drop, forward and backward,
+/// from hidden states [2·pairs, hidden] and a weight [vocab, hidden] in
+/// float or bfloat16 (Stacked copies, α = kAlpha, no bias),
+/// BM_TorchLinear_<Form>_<dtype>/<pairs>/<hidden>/<vocab>/<threads>:
+///   Fused         rdrop::torch::linear_loss (Path::Auto: products as
+///                 Products::Auto picks them, no logits of the batch held);
+///   FusedEigen    the same with Products::Eigen (float);
+///   ATenPath      the same with Path::ATen forced on the CPU;
+///   Composition   at::linear, then the LogTarget form under autograd (the
+///                 fastest autograd form above), 2-byte logits taken to float;
+///   ProductsOnly  the step's three products alone: H·Wᵀ, G·W and Gᵀ·H.
+/// peak_bytes is this repetition's own (with_memory_counters).
+enum class LinearForm { Fused, FusedEigen, ATenPath, Composition, ProductsOnly };
+
+/// at::set_num_threads does not reach the BLAS of Debian's libtorch (built
+/// against the generic libblas.so.3): OpenBLAS, where it is the one loaded,
+/// takes every core unless told otherwise. Tells it, so that a benchmark's
+/// thread count holds for its products too.
+void set_blas_threads(int threads) {
+  using SetThreads = void (*)(int);
+  if (auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
+}
+
+template <LinearForm Form, bool BF16>
+void BM_TorchLinear(benchmark::State& state) {
+  const int64_t pairs = state.range(0), hidden = state.range(1), vocab = state.range(2);
+  const int threads = static_cast<int>(state.range(3));
+  at::set_num_threads(threads);
+  rdrop::set_num_threads(threads);
+  set_blas_threads(threads);
+  const auto dtype = BF16 ? at::kBFloat16 : at::kFloat;
+  at::Tensor h, w, y, g;
+  {
+    torch::manual_seed(5);
+    const at::Tensor base = torch::randn({pairs, hidden});
+    h = at::cat({base, base + 0.1 * torch::randn({pairs, hidden})}).to(dtype);
+    w = (0.05 * torch::randn({vocab, hidden})).to(dtype);
+    y = torch::randint(0, vocab, {pairs}, torch::kLong);
+    if (Form == LinearForm::ProductsOnly) g = (1e-3 * torch::randn({2 * pairs, vocab})).to(dtype);
+  }
+  auto o = rdrop::torch::LinearLossTorchOptions().layout(rdrop::Layout::Stacked).alpha(kAlpha);
+  if (Form == LinearForm::FusedEigen) o.products(rdrop::torch::Products::Eigen);
+  if (Form == LinearForm::ATenPath) o.path(rdrop::torch::Path::ATen);
+  rdrop::torch::release_linear_buffers();
+  with_memory_counters(state, [&] {
+    rdrop_bench::run_wall_clock(state, 2.0 * static_cast<double>(pairs * vocab), 4.0, [&] {
+      if constexpr (Form == LinearForm::ProductsOnly) {
+        torch::NoGradGuard no_grad;
+        benchmark::DoNotOptimize(at::mm(h, w.t()).data_ptr());
+        benchmark::DoNotOptimize(at::mm(g, w).data_ptr());
+        benchmark::DoNotOptimize(at::mm(g.t(), h).data_ptr());
+        return;
+      }
+      const at::Tensor hh = h.detach().requires_grad_(true), ww = w.detach().requires_grad_(true);
+      if constexpr (Form == LinearForm::Composition) {
+        const at::Tensor lp = at::log_softmax(at::linear(hh, ww).to(at::kFloat), -1);
+        const at::Tensor ce = F::nll_loss(lp, at::cat({y, y}));
+        const auto halves = lp.chunk(2, 0);
+        const auto opts = F::KLDivFuncOptions().reduction(torch::kSum).log_target(true);
+        const at::Tensor kl = F::kl_div(halves[0], halves[1], opts) + F::kl_div(halves[1], halves[0], opts);
+        (ce + kAlpha / 4 * kl / static_cast<double>(pairs)).backward();
+      } else {
+        rdrop::torch::linear_loss(hh, ww, at::Tensor(), y, o).backward();
+      }
+      benchmark::DoNotOptimize(ww.grad().data_ptr());
+      benchmark::DoNotOptimize(hh.grad().data_ptr());
+    });
+  });
+}
+
 const bool registered = [] {
   const std::pair<int64_t, int64_t> shapes[] = {{4096, 1000}, {1024, 32000}};
   const std::pair<const char*, void (*)(benchmark::State&)> forms[] = {
@@ -262,6 +333,21 @@ const bool registered = [] {
   for (int64_t threads : {1, 2}) {
     benchmark::RegisterBenchmark("BM_Torch_LinearReused", BM_Torch_LinearReused)->Args({512, 256, 32000, threads});
     benchmark::RegisterBenchmark("BM_Torch_LinearFresh", BM_Torch_LinearFresh)->Args({512, 256, 32000, threads});
+  }
+  using L = LinearForm;
+  const std::pair<const char*, void (*)(benchmark::State&)> linear_forms[] = {
+      {"BM_TorchLinear_Fused_float", BM_TorchLinear<L::Fused, false>},
+      {"BM_TorchLinear_Fused_bf16", BM_TorchLinear<L::Fused, true>},
+      {"BM_TorchLinear_FusedEigen_float", BM_TorchLinear<L::FusedEigen, false>},
+      {"BM_TorchLinear_ATenPath_float", BM_TorchLinear<L::ATenPath, false>},
+      {"BM_TorchLinear_Composition_float", BM_TorchLinear<L::Composition, false>},
+      {"BM_TorchLinear_Composition_bf16", BM_TorchLinear<L::Composition, true>},
+      {"BM_TorchLinear_ProductsOnly_float", BM_TorchLinear<L::ProductsOnly, false>},
+      {"BM_TorchLinear_ProductsOnly_bf16", BM_TorchLinear<L::ProductsOnly, true>}};
+  for (const auto& [pairs, vocab] : {std::pair<int64_t, int64_t>{5120, 32000}, {1280, 128256}}) {
+    for (const auto& [name, function] : linear_forms) {
+      for (int64_t threads : {1, 2}) benchmark::RegisterBenchmark(name, function)->Args({pairs, 256, vocab, threads});
+    }
   }
   return true;
 }();

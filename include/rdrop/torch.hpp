@@ -6,6 +6,9 @@
 ///   at::Tensor loss = rdrop::torch::rdrop_loss(logits, labels, options);
 ///   loss.backward();  // gradients for both copies of every sample
 ///
+/// Every function takes tensors on any device, all on one: on the CPU the
+/// fused kernels run, elsewhere the same loss and analytic gradients in ATen
+/// operations (Path; docs/torch.md has the table of devices and dtypes).
 /// Each call follows torch's rules for the tensors it is given (docs/torch.md):
 /// any strided view is read as its values; with grad mode off or nothing
 /// requiring grad only the value is computed; the backward is differentiable
@@ -34,7 +37,9 @@
 #include <Eigen/Core>
 #include <unsupported/Eigen/CXX11/Tensor>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -63,6 +68,13 @@ enum class Path {
   Auto,   ///< the fused kernels on CPU tensors, the ATen path on any other device
   Fused,  ///< the fused kernels (CPU tensors only)
   ATen    ///< ATen operations on the tensors' own device: any device, same loss and analytic gradient
+};
+
+/// Which library multiplies linear_loss's matrices on the CPU's fused path.
+enum class Products {
+  Auto,   ///< 2-byte: ATen; float and double: the faster of the two, measured once per process (docs/torch.md)
+  Eigen,  ///< rdrop's own (Eigen) products: float and double; bitwise the same for any thread count
+  ATen    ///< torch's products (its BLAS; oneDNN for bfloat16), the fused kernels between them
 };
 
 /// The settings every rdrop::torch loss takes, set in torch's style, one
@@ -232,9 +244,11 @@ class RegressionLossOptions : public LossSettings<RegressionLossOptions> {
 };
 
 /// Settings of linear_loss and of the module RDropLinearLoss: the R-Drop
-/// settings (RDropSettings) and rdrop::LinearLossOptions' chunk size
-/// (accumulate is not offered: autograd accumulates; loss_scale is not
-/// read: linear_loss has no in-place variant).
+/// settings (RDropSettings), rdrop::LinearLossOptions' chunk size
+/// (accumulate is not offered: autograd accumulates) and which products the
+/// CPU uses. loss_scale is read for 2-byte inputs only: their gradients are
+/// computed in the forward pass at that scale, and a backward with another
+/// grad_output computes them again at its own (rounded once either way).
 class LinearLossTorchOptions : public RDropSettings<LinearLossTorchOptions> {
  public:
   LinearLossTorchOptions() = default;
@@ -248,13 +262,22 @@ class LinearLossTorchOptions : public RDropSettings<LinearLossTorchOptions> {
   /// Sets the bytes of logits and their gradient held at a time (see
   /// rdrop::LinearLossOptions::chunk_bytes).
   LinearLossTorchOptions& chunk_bytes(std::size_t value) { return set(chunk_bytes_, value); }
-  /// The bytes of logits and their gradient held at a time; 64 MiB by default.
+  /// The bytes of logits and their gradient held at a time; 256 MiB by
+  /// default (the Eigen API's 64 MiB chunks are too thin for ATen's
+  /// products at 128k classes: docs/torch.md).
   std::size_t chunk_bytes() const noexcept { return chunk_bytes_; }
   /// The chunk size, to assign (`options.chunk_bytes() = …`), as TORCH_ARG gives it.
   std::size_t& chunk_bytes() noexcept { return chunk_bytes_; }
+  /// Sets which library multiplies the matrices on the CPU's fused path.
+  LinearLossTorchOptions& products(Products value) { return set(products_, value); }
+  /// Which library multiplies the matrices on the CPU's fused path (Products::Auto by default).
+  Products products() const noexcept { return products_; }
+  /// The products' library, to assign (`options.products() = …`), as TORCH_ARG gives it.
+  Products& products() noexcept { return products_; }
 
  private:
-  std::size_t chunk_bytes_ = LinearLossOptions{}.chunk_bytes;
+  std::size_t chunk_bytes_ = std::size_t(256) << 20;
+  Products products_ = Products::Auto;
 };
 
 namespace detail {
@@ -302,11 +325,27 @@ inline void check_defined(const at::Tensor& t, const char* where, const char* na
   TORCH_CHECK(t.defined(), where, ": argument '", name, "' is an undefined tensor");
 }
 
-inline void check_cpu(const at::Tensor& t, const char* where, const char* name) {
+inline void check_strided(const at::Tensor& t, const char* where, const char* name) {
   check_defined(t, where, name);
-  TORCH_CHECK(t.device().is_cpu(), where, ": argument '", name, "' is on ", t.device(),
-              "; rdrop computes on the CPU: move it with .cpu()");
   TORCH_CHECK(t.layout() == at::kStrided, where, ": argument '", name, "' must be a dense (strided) tensor");
+}
+
+/// A named tensor argument, for the device check.
+struct Named {
+  const char* name;
+  const at::Tensor& tensor;
+};
+
+/// Every defined argument on the first one's device (torch's ops refuse a
+/// mix too; rdrop names the two arguments that differ).
+inline void check_one_device(const char* where, std::initializer_list<Named> arguments) {
+  const Named& first = *arguments.begin();
+  for (const Named& a : arguments) {
+    if (!a.tensor.defined()) continue;
+    TORCH_CHECK(a.tensor.device() == first.tensor.device(), where, ": arguments '", first.name, "' (on ",
+                first.tensor.device(), ") and '", a.name, "' (on ", a.tensor.device(),
+                ") are on different devices; expected every tensor on one device");
+  }
 }
 
 inline bool is_two_byte(const at::Tensor& t) {
@@ -542,6 +581,38 @@ const T& held(const c10::IValue& v) {
   return static_cast<const Held<T>*>(v.toCapsule().get())->value;
 }
 
+/// The fused kernels' R-Drop loss of one chunk of linear_loss: logits z
+/// [2n, V] (CPU, contiguous, float or double), the chunk's first copies then
+/// its second (Stacked), with their labels (int64) and kept rows (bool),
+/// normalized by the whole batch's `counts`; scale · its gradient written
+/// over z when with_grad. Returns the chunk's share of the loss.
+template <typename Options>
+double fused_chunk(const at::Tensor& z, const at::Tensor& labels, const at::Tensor& keep, const Options& o,
+                   const RDropCounts& counts, bool with_grad, double scale, const char* where) {
+  return dispatch<false>(z, where, "hidden", [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    RDropOptions<S> options = options_in<S>(o);
+    options.layout = Layout::Stacked;
+    const Eigen::Map<const RowMajor<S>> x(data_of<S>(z), z.size(0), z.size(1));
+    Rows<S> g(mutable_data_of<S>(z), z.size(0), z.size(1));
+    const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> y(labels.data_ptr<std::int64_t>(),
+                                                                              labels.numel());
+    const auto run = [&](const auto& loss) {
+      return evaluate(loss.WithCounts(counts).WithGradientScale(static_cast<S>(scale)), x, y, keep,
+                      with_grad ? &g : nullptr);
+    };
+    switch (o.divergence()) {
+      case Divergence::SymmetricKL:
+        return run(rdrop::RDropLoss<S>(options));
+      case Divergence::KL:
+        return run(rdrop::RDropLoss<S, KLDivergence<S>>(options));
+      case Divergence::JensenShannon:
+        return run(rdrop::RDropLoss<S, JensenShannon<S>>(options));
+    }
+    unknown_divergence(o.divergence(), where);
+  });
+}
+
 namespace aten {
 
 /// The rows of the two copies of x [2B, ...] in `layout`, each [B, ...].
@@ -563,18 +634,21 @@ inline at::Tensor weighted(const at::Tensor& weight, const at::Tensor& value) {
   return at::where(weight == 0, at::zeros({}, weight.options()), weight * value);
 }
 
-/// The normalization's weights of the task sum and the divergence sum.
-inline std::pair<double, double> weights(Normalization normalization, double alpha, double n, double pairs) {
-  const auto per = [](double count) { return count > 0 ? 1.0 / count : 0.0; };
-  switch (normalization) {
-    case Normalization::Paper:
-    case Normalization::Sum: return {1.0, alpha};
-    case Normalization::KerasCode: return {per(n), alpha * per(2 * pairs)};
-    case Normalization::PyTorchReadme: return {per(n), alpha};
-    case Normalization::Mean: return {per(n), alpha * per(pairs)};
-    case Normalization::Fairseq: return {per(pairs), alpha * per(pairs)};
-  }
-  return {1.0, alpha};
+/// The weights of the task sum and the divergence sum for `counts` (the
+/// fused path's, rdrop::detail::term_scales).
+template <typename Options>
+rdrop::detail::TermScales<double> scales_of(const Options& o, const RDropCounts& counts) {
+  return rdrop::detail::term_scales<double>(o.normalization(), o.alpha(), counts);
+}
+
+/// wt · task + wd · divergence as one 0-dim tensor, read with one device
+/// synchronization; the divergence is left out at α = 0, as the fused path
+/// leaves it (0 · inf would be NaN).
+template <typename Options>
+double total(const at::Tensor& task, const at::Tensor& divergence, const rdrop::detail::TermScales<double>& w,
+             const Options& o) {
+  if (o.alpha() > 0) return (w.task * task + w.divergence * divergence).item<double>();
+  return (w.task * task).item<double>();
 }
 
 /// The task and divergence sums of pairs of logit rows a, b [..., C] (as
@@ -592,13 +666,14 @@ PairTerms pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor
   const at::Tensor lpa = at::log_softmax(a, -1), lpb = at::log_softmax(bb, -1);
   const at::Tensor pa = lpa.exp(), pb = lpb.exp();
   const double eps = o.label_smoothing();
+  // The smoothed target distribution, made in the logits' dtype by one
+  // scatter (no [.., C] one-hot of int64).
+  const bool exclude = o.smoothing_style() == SmoothingStyle::ExcludeTarget;
+  const double off = exclude ? (c > 1 ? eps / static_cast<double>(c - 1) : 0.0) : eps / static_cast<double>(c);
+  const double on = exclude ? 1 - eps : 1 - eps + off;
   const auto target = [&](const at::Tensor& yl, const at::Tensor& labeled) {
-    const at::Tensor onehot = at::one_hot(at::where(labeled, yl, at::zeros({}, yl.options())), c).to(a.scalar_type());
-    if (o.smoothing_style() == SmoothingStyle::ExcludeTarget) {
-      const double off = c > 1 ? eps / static_cast<double>(c - 1) : 0.0;
-      return onehot * (1 - eps) + (1 - onehot) * off;
-    }
-    return onehot * (1 - eps) + eps / static_cast<double>(c);
+    return at::full(a.sizes(), off, a.options())
+        .scatter_(-1, at::where(labeled, yl, at::zeros({}, yl.options())).unsqueeze(-1), on);
   };
   const at::Tensor qa = target(ya, la), qb = target(yb, lb);
   const at::Tensor zero = at::zeros({}, a.options());
@@ -645,11 +720,10 @@ PairTerms pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor
   return r;
 }
 
-/// Each copy's labels [B, T], labeled rows, the kept pairs, and the counts
-/// the normalization divides by.
+/// Each copy's labels [B, T], kept rows (the mask's, less padding), labeled
+/// rows and kept pairs, on `device`.
 struct Masks {
-  at::Tensor ya, yb, la, lb, kp;
-  double n = 0, pairs = 0;
+  at::Tensor ya, yb, ka, kb, la, lb, kp;
 };
 template <typename Options>
 Masks masks(const at::Tensor& labels, const at::Tensor& mask, int64_t b, int64_t t, const at::Device& device,
@@ -657,17 +731,16 @@ Masks masks(const at::Tensor& labels, const at::Tensor& mask, int64_t b, int64_t
   const at::Tensor y = labels.to(device).to(at::kLong).reshape({-1, t});
   Masks m;
   std::tie(m.ya, m.yb) = per_copy(y, b, o.layout());
-  at::Tensor ka = at::ones({b, t}, y.options().dtype(at::kBool)), kb = ka;
-  if (mask.defined()) std::tie(ka, kb) = per_copy(mask.to(device).reshape({-1, t}), b, o.layout());
+  m.ka = at::ones({b, t}, y.options().dtype(at::kBool));
+  m.kb = m.ka;
+  if (mask.defined()) std::tie(m.ka, m.kb) = per_copy(mask.to(device).reshape({-1, t}), b, o.layout());
   if (o.padding_index() != rdrop::no_padding) {
-    ka = ka & (m.ya != o.padding_index());
-    kb = kb & (m.yb != o.padding_index());
+    m.ka = m.ka & (m.ya != o.padding_index());
+    m.kb = m.kb & (m.yb != o.padding_index());
   }
-  m.la = ka & (m.ya != o.ignore_index());
-  m.lb = kb & (m.yb != o.ignore_index());
-  m.kp = ka & kb;
-  m.n = (m.la.sum() + m.lb.sum()).item<double>();
-  m.pairs = m.kp.sum().item<double>();
+  m.la = m.ka & (m.ya != o.ignore_index());
+  m.lb = m.kb & (m.yb != o.ignore_index());
+  m.kp = m.ka & m.kb;
   return m;
 }
 
@@ -677,7 +750,7 @@ Masks masks(const at::Tensor& labels, const at::Tensor& mask, int64_t b, int64_t
 /// compute in their dtype, 2-byte ones in float (rounded once).
 template <typename Options>
 double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask, const Options& o,
-             at::Tensor* grad, double scale) {
+             const RDropCounts& counts, at::Tensor* grad, double scale) {
   const bool two_byte = logits.scalar_type() == at::kBFloat16 || logits.scalar_type() == at::kHalf;
   // Contiguous first: reductions over a strided view may add in another
   // order, and every layout of the same values must give the same bits.
@@ -685,9 +758,9 @@ double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at::Tenso
   const int64_t rows = x.size(0), b = rows / 2, c = x.size(-1), t = x.dim() == 3 ? x.size(1) : 1;
   const auto [a, bb] = copies(x.reshape({rows, t, c}), o.layout());
   const Masks m = masks(labels, mask, b, t, x.device(), o);
-  const auto [wt, wd] = weights(o.normalization(), o.alpha(), m.n, m.pairs);
-  const PairTerms r = pair_terms(a, bb, m.ya, m.yb, m.la, m.lb, m.kp, o, grad != nullptr, wt, wd);
-  const double value = wt * r.task_sum.item<double>() + wd * r.divergence_sum.item<double>();
+  const auto w = scales_of(o, counts);
+  const PairTerms r = pair_terms(a, bb, m.ya, m.yb, m.la, m.lb, m.kp, o, grad != nullptr, w.task, w.divergence);
+  const double value = total(r.task_sum, r.divergence_sum, w, o);
   if (grad != nullptr) {
     const at::Tensor g =
         o.layout() == Layout::Stacked ? at::cat({r.grad_a, r.grad_b}, 0) : at::stack({r.grad_a, r.grad_b}, 1).reshape({rows, t, c});
@@ -702,7 +775,7 @@ double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at::Tenso
 /// operations, as rdrop() for rdrop_loss.
 template <typename Options>
 double row_target(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& mask, const Options& o,
-                  bool multi_label, at::Tensor* grad, double scale) {
+                  const RDropCounts& counts, bool multi_label, at::Tensor* grad, double scale) {
   const bool two_byte = logits.scalar_type() == at::kBFloat16 || logits.scalar_type() == at::kHalf;
   const at::Tensor x = logits.to(two_byte ? at::kFloat : logits.scalar_type()).contiguous();
   const int64_t rows = x.size(0), b = rows / 2, k = x.size(-1), t = x.dim() == 3 ? x.size(1) : 1;
@@ -734,10 +807,10 @@ double row_target(const at::Tensor& logits, const at::Tensor& targets, const at:
     du = 2 * (u - v);
     dv = -du;
   }
-  const double task_sum = (at::where(ku, task_u, zero).sum() + at::where(kv, task_v, zero).sum()).item<double>();
-  const double divergence_sum = at::where(kp, d, zero).sum().item<double>();
-  const double n = (ku.sum() + kv.sum()).item<double>(), pairs = kp.sum().item<double>();
-  const auto [wt, wd] = weights(o.normalization(), o.alpha(), n, pairs);
+  const at::Tensor task_sum = at::where(ku, task_u, zero).sum() + at::where(kv, task_v, zero).sum();
+  const at::Tensor divergence_sum = at::where(kp, d, zero).sum();
+  const auto w = scales_of(o, counts);
+  const double wt = w.task, wd = w.divergence;
   if (grad != nullptr) {
     const at::Tensor ku3 = ku.unsqueeze(-1), kv3 = kv.unsqueeze(-1), kp3 = kp.unsqueeze(-1);
     const at::Tensor gu = (at::where(ku3, wt * grad_task_u, zero) + at::where(kp3, wd * du, zero)) * scale;
@@ -745,53 +818,91 @@ double row_target(const at::Tensor& logits, const at::Tensor& targets, const at:
     const at::Tensor g = o.layout() == Layout::Stacked ? at::cat({gu, gv}, 0) : at::stack({gu, gv}, 1).reshape({rows, t, k});
     *grad = g.reshape(logits.sizes()).to(logits.scalar_type());
   }
-  return wt * task_sum + wd * divergence_sum;
+  return total(task_sum, divergence_sum, w, o);
 }
 
-/// The linear loss of hidden (contiguous) [2B, D] or [2B, T, D], weight
-/// [V, D] and bias [V] (or undefined) in ATen operations, a chunk of pairs at
-/// a time (each chunk's logits made, turned into their gradient and
-/// projected back before the next: no logits of the whole batch are held),
-/// its gradients written into grad_* when they are defined.
+/// How linear() turns a chunk's logits into its terms and their gradient.
+enum class Sweep {
+  ATen,  ///< pair_terms: ATen operations, any device
+  Fused  ///< the fused kernels (fused_chunk): CPU, float or double logits
+};
+
+/// The linear loss of hidden [2B, D] or [2B, T, D], weight [V, D] and bias
+/// [V] (or undefined), normalized by `counts` (the whole batch's), a chunk
+/// of pairs at a time: each chunk's logits made by one ATen product,
+/// turned into their gradient by `sweep` and projected back by two more
+/// before the next chunk, so that no logits of the whole batch are held.
+/// Products run in the inputs' dtype (2-byte: float accumulation, as torch
+/// multiplies; half on the CPU, where torch has no half product: in
+/// float), the loss and the logits' gradient in float (2-byte) or the
+/// inputs' dtype; ∂W and ∂b add up over the chunks in that compute dtype.
+/// scale · the gradients are written into grad_* when they are defined.
 template <typename Options>
 double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& labels,
-              const at::Tensor& mask, const Options& o, const at::Tensor& grad_hidden, const at::Tensor& grad_weight,
-              const at::Tensor& grad_bias) {
+              const at::Tensor& mask, const Options& o, const RDropCounts& counts, Sweep sweep,
+              const at::Tensor& grad_hidden, const at::Tensor& grad_weight, const at::Tensor& grad_bias, double scale,
+              const char* where) {
+  const at::ScalarType compute = is_two_byte(h) ? at::kFloat : h.scalar_type();
+  const at::ScalarType product = h.scalar_type() == at::kHalf && h.device().is_cpu() ? at::kFloat : h.scalar_type();
   const int64_t rows = h.size(0), b = rows / 2, d = h.size(-1), t = h.dim() == 3 ? h.size(1) : 1, v = w.size(0);
+  const int64_t pairs = b * t;
   const auto [ha3, hb3] = copies(h.reshape({rows, t, d}), o.layout());
-  const at::Tensor ha = ha3.reshape({b * t, d}), hb = hb3.reshape({b * t, d});
+  const at::Tensor ha = ha3.reshape({pairs, d}), hb = hb3.reshape({pairs, d});
   const Masks m = masks(labels, mask, b, t, h.device(), o);
-  const auto [wt, wd] = weights(o.normalization(), o.alpha(), m.n, m.pairs);
-  const at::Tensor ya = m.ya.reshape({-1}), yb = m.yb.reshape({-1}), la = m.la.reshape({-1}), lb = m.lb.reshape({-1}),
-                   kp = m.kp.reshape({-1});
+  const at::Tensor ya = m.ya.reshape({-1}), yb = m.yb.reshape({-1}), ka = m.ka.reshape({-1}), kb = m.kb.reshape({-1}),
+                   la = m.la.reshape({-1}), lb = m.lb.reshape({-1}), kp = m.kp.reshape({-1});
+  const auto scales = scales_of(o, counts);
   const bool with_grad = grad_hidden.defined();
-  // A pair's chunk holds its two logit rows and about eight temporaries of
-  // that size (log-probabilities, probabilities, targets, gradients).
-  const auto per_pair = static_cast<std::size_t>(2 * 8 * v) * static_cast<std::size_t>(h.element_size());
-  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(o.chunk_bytes() / std::max<std::size_t>(per_pair, 1)));
-  at::Tensor task = at::zeros({}, h.options()), divergence = at::zeros({}, h.options());
+  // A pair's share of the chunk: its two rows of logits in the compute
+  // dtype (the fused sweep writes their gradient over them; the ATen sweep
+  // makes about eight temporaries of that size) and, where the product's
+  // dtype differs, the product's logits and gradient in it.
+  const auto size_of = [](at::ScalarType type) { return static_cast<std::size_t>(c10::elementSize(type)); };
+  const std::size_t per_pair = 2 * static_cast<std::size_t>(v) *
+                               ((sweep == Sweep::Fused ? 1 : 8) * size_of(compute) +
+                                (product == compute ? 0 : 2 * size_of(product)));
+  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(o.chunk_bytes() / per_pair));
+  const at::Tensor wp = w.to(product), bp = bias.defined() ? bias.to(product) : bias;
+  const at::Tensor wpt = wp.t();
+  at::Tensor task = at::zeros({}, h.options().dtype(compute)), divergence = task.clone();
+  double fused_value = 0;
   at::Tensor gha, ghb, gw, gb;
   if (with_grad) {
-    gha = at::empty({b * t, d}, h.options());
-    ghb = at::empty({b * t, d}, h.options());
-    gw = at::zeros_like(w);
-    if (bias.defined()) gb = at::zeros_like(bias);
+    gha = at::empty({pairs, d}, h.options());
+    ghb = at::empty({pairs, d}, h.options());
+    gw = at::zeros({v, d}, w.options().dtype(compute));
+    if (bias.defined()) gb = at::zeros({v}, w.options().dtype(compute));
   }
-  const at::Tensor wt_ = w.t();
-  for (int64_t first = 0; first < b * t; first += chunk) {
-    const int64_t n = std::min(chunk, b * t - first);
-    const at::Tensor xa = ha.narrow(0, first, n), xb = hb.narrow(0, first, n);
-    const at::Tensor za = bias.defined() ? at::addmm(bias, xa, wt_) : at::mm(xa, wt_);
-    const at::Tensor zb = bias.defined() ? at::addmm(bias, xb, wt_) : at::mm(xb, wt_);
-    const PairTerms r = pair_terms(za, zb, ya.narrow(0, first, n), yb.narrow(0, first, n), la.narrow(0, first, n),
-                                   lb.narrow(0, first, n), kp.narrow(0, first, n), o, with_grad, wt, wd);
-    task += r.task_sum;
-    divergence += r.divergence_sum;
+  for (int64_t first = 0; first < pairs; first += chunk) {
+    const int64_t n = std::min(chunk, pairs - first);
+    // The chunk's first copies, then its second: [2n, D] and logits [2n, V].
+    const at::Tensor hc = at::cat({ha.narrow(0, first, n), hb.narrow(0, first, n)}).to(product);
+    const at::Tensor zc = (bp.defined() ? at::addmm(bp, hc, wpt) : at::mm(hc, wpt)).to(compute);
+    at::Tensor gz;
+    if (sweep == Sweep::Fused) {
+      const at::Tensor y = at::cat({ya.narrow(0, first, n), yb.narrow(0, first, n)});
+      const at::Tensor keep = at::cat({ka.narrow(0, first, n), kb.narrow(0, first, n)});
+      fused_value += fused_chunk(zc, y, keep, o, counts, with_grad, scale, where);
+      gz = zc;  // its gradient, written over it
+    } else {
+      const PairTerms r = pair_terms(zc.narrow(0, 0, n), zc.narrow(0, n, n), ya.narrow(0, first, n),
+                                     yb.narrow(0, first, n), la.narrow(0, first, n), lb.narrow(0, first, n),
+                                     kp.narrow(0, first, n), o, with_grad, scale * scales.task, scale * scales.divergence);
+      task += r.task_sum;
+      divergence += r.divergence_sum;
+      if (with_grad) gz = at::cat({r.grad_a, r.grad_b});
+    }
     if (with_grad) {
-      gha.narrow(0, first, n).copy_(at::mm(r.grad_a, w));
-      ghb.narrow(0, first, n).copy_(at::mm(r.grad_b, w));
-      gw.addmm_(r.grad_a.t(), xa).addmm_(r.grad_b.t(), xb);
-      if (bias.defined()) gb += r.grad_a.sum(0) + r.grad_b.sum(0);
+      const at::Tensor g = gz.to(product);
+      const at::Tensor ghc = at::mm(g, wp);
+      gha.narrow(0, first, n).copy_(ghc.narrow(0, 0, n));
+      ghb.narrow(0, first, n).copy_(ghc.narrow(0, n, n));
+      if (product == compute) {
+        gw.addmm_(g.t(), hc);
+      } else {
+        gw.add_(at::mm(g.t(), hc));  // a 2-byte product, added up in float
+      }
+      if (bias.defined()) gb.add_(gz.sum(0));
     }
   }
   if (with_grad) {
@@ -801,7 +912,7 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
     grad_weight.copy_(gw);
     if (bias.defined()) grad_bias.copy_(gb);
   }
-  return wt * task.item<double>() + wd * divergence.item<double>();
+  return sweep == Sweep::Fused ? fused_value : total(task, divergence, scales, o);
 }
 
 }  // namespace aten
@@ -814,22 +925,26 @@ inline std::atomic<Path>& default_cpu_path() {
 
 /// Whether `o` sends `logits` to the ATen path.
 template <typename Options>
-bool uses_aten(const Options& o, const at::Tensor& logits) {
+bool uses_aten(const Options& o, const at::Tensor& logits, const char* where, const char* name) {
+  const bool cpu = logits.device().is_cpu();
+  TORCH_CHECK(cpu || o.path() != Path::Fused, where, ": options.path() is Path::Fused, which runs on CPU tensors, and '",
+              name, "' is on ", logits.device(), "; use Path::Auto or Path::ATen there");
   if (o.path() != Path::Auto) return o.path() == Path::ATen;
-  return !logits.device().is_cpu() || default_cpu_path().load() == Path::ATen;
+  return !cpu || default_cpu_path().load() == Path::ATen;
 }
 
 /// The fused path's argument checks, with its messages, for the ATen path:
 /// the dtypes, then rdrop::RDropLoss::Count on the logits' shape (no data)
 /// and the labels and mask (brought to the CPU: one per row at most), which
-/// checks the options, the row count, the shapes and every label.
-inline void check_like_fused(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask,
-                             const RDropLossOptions& o, const char* where) {
+/// checks the options, the row count, the shapes and every label. Returns
+/// the counts the normalization divides by.
+inline RDropCounts check_like_fused(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask,
+                                    const RDropLossOptions& o, const char* where) {
   const at::Tensor cpu_labels = labels.to(at::kCPU), cpu_mask = mask.defined() ? mask.to(at::kCPU) : mask;
-  dispatch<true>(logits, where, "logits", [&](auto tag) {
+  return dispatch<true>(logits, where, "logits", [&](auto tag) {
     using S = rdrop::detail::compute_t<typename std::decay_t<decltype(tag)>::type>;
     const rdrop::RDropLoss<S> loss(options_in<S>(o));
-    with_labels(cpu_labels, where, [&](const auto& y) {
+    return with_labels(cpu_labels, where, [&](const auto& y) {
       const auto count = [&](const auto& shape) {
         return cpu_mask.defined() ? loss.Count(shape, y, mask_view(cpu_mask)) : loss.Count(shape, y);
       };
@@ -838,7 +953,6 @@ inline void check_like_fused(const at::Tensor& logits, const at::Tensor& labels,
       }
       return count(Eigen::Map<const RowMajor<S>>(nullptr, logits.size(0), logits.size(-1)));
     });
-    return 0.0;
   });
 }
 
@@ -853,10 +967,10 @@ struct RDropSpec {
   /// themselves) when grad is defined.
   static double run(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask, const Options& o,
                     const at::Tensor& grad, double scale, const char* where) {
-    if (uses_aten(o, logits)) {
-      check_like_fused(logits, labels, mask, o, where);
+    if (uses_aten(o, logits, where, "logits")) {
+      const RDropCounts counts = check_like_fused(logits, labels, mask, o, where);
       at::Tensor g;
-      const double value = aten::rdrop(logits, labels, mask, o, grad.defined() ? &g : nullptr, scale);
+      const double value = aten::rdrop(logits, labels, mask, o, counts, grad.defined() ? &g : nullptr, scale);
       if (grad.defined()) grad.copy_(g);
       return value;
     }
@@ -892,10 +1006,10 @@ struct RowTargetSpec {
 
   static double run(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& mask, const Options& o,
                     const at::Tensor& grad, double scale, const char* where) {
-    if (uses_aten(o, logits)) {
+    if (uses_aten(o, logits, where, "logits")) {
       // The fused path's checks and messages (targets brought to the CPU for them).
       const at::Tensor cpu_targets = targets.to(at::kCPU), cpu_mask = mask.defined() ? mask.to(at::kCPU) : mask;
-      dispatch<true>(logits, where, "logits", [&](auto tag) {
+      const RDropCounts counts = dispatch<true>(logits, where, "logits", [&](auto tag) {
         using S = rdrop::detail::compute_t<typename std::decay_t<decltype(tag)>::type>;
         EigenOptions<S> options;
         options.alpha = static_cast<S>(o.alpha());
@@ -907,17 +1021,16 @@ struct RowTargetSpec {
           return cpu_mask.defined() ? loss.Count(shape, y, mask_view(cpu_mask)) : loss.Count(shape, y);
         };
         if (logits.dim() == 3) {
-          count(ConstTensor<S, 3>(nullptr, logits.size(0), logits.size(1), logits.size(2)),
-                ConstTensor<S, 3>(data_of<S>(tc), tc.size(0), tc.size(1), tc.size(2)));
-        } else {
-          count(Eigen::Map<const RowMajor<S>>(nullptr, logits.size(0), logits.size(1)),
-                Eigen::Map<const RowMajor<S>>(data_of<S>(tc), tc.size(0), tc.size(1)));
+          return count(ConstTensor<S, 3>(nullptr, logits.size(0), logits.size(1), logits.size(2)),
+                       ConstTensor<S, 3>(data_of<S>(tc), tc.size(0), tc.size(1), tc.size(2)));
         }
-        return 0.0;
+        return count(Eigen::Map<const RowMajor<S>>(nullptr, logits.size(0), logits.size(1)),
+                     Eigen::Map<const RowMajor<S>>(data_of<S>(tc), tc.size(0), tc.size(1)));
       });
       at::Tensor g;
-      const double value = aten::row_target(logits, targets, mask, o, std::is_same_v<EigenOptions<double>, MultiLabelOptions<double>>,
-                                            grad.defined() ? &g : nullptr, scale);
+      const double value =
+          aten::row_target(logits, targets, mask, o, counts, std::is_same_v<EigenOptions<double>, MultiLabelOptions<double>>,
+                           grad.defined() ? &g : nullptr, scale);
       if (grad.defined()) grad.copy_(g);
       return value;
     }
@@ -1046,9 +1159,10 @@ struct LossFunction : ::torch::autograd::Function<LossFunction<Spec>> {
 template <typename Spec>
 at::Tensor call(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& mask,
                 const typename Spec::Options& o, bool in_place, const char* where) {
-  check_cpu(logits, where, "logits");
-  check_cpu(targets, where, Spec::targets_name);
-  if (mask.defined()) check_cpu(mask, where, "mask");
+  check_strided(logits, where, "logits");
+  check_strided(targets, where, Spec::targets_name);
+  if (mask.defined()) check_strided(mask, where, "mask");
+  check_one_device(where, {{"logits", logits}, {Spec::targets_name, targets}, {"mask", mask}});
   check_rank(logits, where, "logits", "[2B, C] or [2B, T, C]");
   check_per_sample_or_row(targets, logits, Spec::targets_per_class, where, Spec::targets_name, "logits");
   if (mask.defined()) check_per_sample_or_row(mask, logits, false, where, "mask", "logits");
@@ -1087,32 +1201,85 @@ struct LinearGradients {
   at::Tensor hidden, weight, bias;
 };
 
-/// The fused linear loss of hidden (contiguous), weight and bias
-/// (contiguous, or undefined), with its gradients written into `g` when
-/// they are defined.
-inline double linear_run(const at::Tensor& h, const at::Tensor& w, const at::Tensor& b, const at::Tensor& labels,
-                         const at::Tensor& m, const LinearLossTorchOptions& o, const LinearGradients& g,
-                         const char* where) {
-  if (uses_aten(o, h)) {
-    // The fused path's checks and messages, on the shapes, labels and mask alone.
-    const at::Tensor cpu_labels = labels.to(at::kCPU), cpu_mask = m.defined() ? m.to(at::kCPU) : m;
-    dispatch<false>(h, where, "hidden", [&](auto tag) {
-      using S = typename std::decay_t<decltype(tag)>::type;
-      LinearLossOptions linear;
-      linear.chunk_bytes = o.chunk_bytes();
-      const rdrop::RDropLinearLoss<S> loss(options_in<S>(o), linear);
-      const Eigen::Map<const RowMajor<S>> weight_shape(nullptr, w.size(0), w.size(1));
-      with_labels(cpu_labels, where, [&](const auto& y) {
-        const auto count = [&](const auto& shape) {
-          return cpu_mask.defined() ? loss.Count(shape, weight_shape, y, mask_view(cpu_mask))
-                                    : loss.Count(shape, weight_shape, y);
-        };
-        if (h.dim() == 3) return count(ConstTensor<S, 3>(nullptr, h.size(0), h.size(1), h.size(2)));
-        return count(Eigen::Map<const RowMajor<S>>(nullptr, h.size(0), h.size(1)));
-      });
-      return 0.0;
+/// Whether ATen's matrix product (torch's BLAS) is faster than Eigen's for
+/// S (float or double) here: measured once per process, on the first call
+/// that asks, as the faster of three tries of a 128 × 256 by 256 × 1024
+/// product each way (about a millisecond; 0.2 s where torch multiplies on
+/// the reference BLAS). Constant inputs: the user's random state is left
+/// alone.
+template <typename S>
+bool aten_products_faster() {
+  static const bool faster = [] {
+    const auto type = std::is_same_v<S, float> ? at::kFloat : at::kDouble;
+    const at::Tensor a = at::full({128, 256}, 0.5, at::TensorOptions().dtype(type));
+    const at::Tensor b = at::full({1024, 256}, 0.25, at::TensorOptions().dtype(type));
+    at::Tensor out = at::empty({128, 1024}, at::TensorOptions().dtype(type));
+    const Eigen::Map<const RowMajor<S>> ea(data_of<S>(a), 128, 256), eb(data_of<S>(b), 1024, 256);
+    Rows<S> eo(mutable_data_of<S>(out), 128, 1024);
+    const auto fastest = [](auto&& f) {
+      f();  // warm up: first-call allocations and thread start
+      double best = 1e30;
+      for (int i = 0; i < 3; ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        f();
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      }
+      return best;
+    };
+    const double aten = fastest([&] { at::mm_out(out, a, b.t()); });
+    const double eigen = fastest([&] { eo.noalias() = ea * eb.transpose(); });
+    return aten < eigen;
+  }();
+  return faster;
+}
+
+/// Whether linear_loss's CPU fused path multiplies through ATen (see Products).
+inline bool aten_products(const LinearLossTorchOptions& o, const at::Tensor& h, const char* where) {
+  if (is_two_byte(h)) {
+    TORCH_CHECK(o.products() != Products::Eigen, where, ": options.products() is Products::Eigen, which multiplies "
+                "float and double; 'hidden' is ", h.scalar_type(), ": use Products::Auto or Products::ATen");
+    return true;
+  }
+  if (o.products() != Products::Auto) return o.products() == Products::ATen;
+  return h.scalar_type() == at::kFloat ? aten_products_faster<float>() : aten_products_faster<double>();
+}
+
+/// The fused path's checks and messages for linear_loss's ATen products, on
+/// the shapes, labels and mask alone; returns the batch's counts.
+inline RDropCounts check_linear_like_fused(const at::Tensor& h, const at::Tensor& w, const at::Tensor& labels,
+                                           const at::Tensor& m, const LinearLossTorchOptions& o, const char* where) {
+  const at::Tensor cpu_labels = labels.to(at::kCPU), cpu_mask = m.defined() ? m.to(at::kCPU) : m;
+  return dispatch<true>(h, where, "hidden", [&](auto tag) {
+    using S = rdrop::detail::compute_t<typename std::decay_t<decltype(tag)>::type>;
+    LinearLossOptions linear;
+    linear.chunk_bytes = o.chunk_bytes();
+    const rdrop::RDropLinearLoss<S> loss(options_in<S>(o), linear);
+    const Eigen::Map<const RowMajor<S>> weight_shape(nullptr, w.size(0), w.size(1));
+    return with_labels(cpu_labels, where, [&](const auto& y) {
+      const auto count = [&](const auto& shape) {
+        return cpu_mask.defined() ? loss.Count(shape, weight_shape, y, mask_view(cpu_mask))
+                                  : loss.Count(shape, weight_shape, y);
+      };
+      if (h.dim() == 3) return count(ConstTensor<S, 3>(nullptr, h.size(0), h.size(1), h.size(2)));
+      return count(Eigen::Map<const RowMajor<S>>(nullptr, h.size(0), h.size(1)));
     });
-    return aten::linear(h, w, b, labels, m, o, g.hidden, g.weight, g.bias);
+  });
+}
+
+/// The linear loss of hidden (contiguous), weight and bias (contiguous, or
+/// undefined), with scale · its gradients written into `g` when they are
+/// defined: chunks through ATen's products (the ATen path anywhere; on the
+/// CPU with the fused kernels between the products when aten_products
+/// says so), else rdrop::RDropLinearLoss (float and double, scale 1).
+inline double linear_run(const at::Tensor& h, const at::Tensor& w, const at::Tensor& b, const at::Tensor& labels,
+                         const at::Tensor& m, const LinearLossTorchOptions& o, const LinearGradients& g, double scale,
+                         const char* where) {
+  dispatch<true>(h, where, "hidden", [](auto) { return 0; });  // the dtype first, one message for every path
+  const bool aten_path = uses_aten(o, h, where, "hidden");
+  if (aten_path || aten_products(o, h, where)) {
+    const RDropCounts counts = check_linear_like_fused(h, w, labels, m, o, where);
+    return aten::linear(h, w, b, labels, m, o, counts, aten_path ? aten::Sweep::ATen : aten::Sweep::Fused, g.hidden,
+                        g.weight, g.bias, scale, where);
   }
   return dispatch<false>(h, where, "hidden", [&](auto tag) {
     using S = typename std::decay_t<decltype(tag)>::type;
@@ -1161,22 +1328,61 @@ inline double linear_run(const at::Tensor& h, const at::Tensor& w, const at::Ten
 struct LinearLossFunction : ::torch::autograd::Function<LinearLossFunction> {
   static constexpr const char* where = "rdrop::torch::linear_loss";
 
+  /// The three gradients (the inputs' shapes and dtypes) at `scale`, and the value.
+  static std::pair<LinearGradients, double> run(const at::Tensor& h, const at::Tensor& w, const at::Tensor& b,
+                                                const at::Tensor& labels, const at::Tensor& mask,
+                                                const LinearLossTorchOptions& o, double scale) {
+    const LinearGradients g{gradient_like(h), gradient_like(w), b.defined() ? gradient_like(b) : at::Tensor()};
+    const double value = linear_run(h, w, b, labels, mask, o, g, scale, where);
+    return {g, value};
+  }
+
   static at::Tensor forward(::torch::autograd::AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
                             const OptionalTensor& optional_bias, const at::Tensor& labels, const OptionalTensor& mask,
                             const LinearLossTorchOptions& o) {
     const at::Tensor h = hidden.contiguous(), w = weight.contiguous(), bias = value_of(optional_bias);
     const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
-    const LinearGradients g{gradient_like(h), gradient_like(w), b.defined() ? gradient_like(b) : at::Tensor()};
-    const double value = linear_run(h, w, b, labels, value_of(mask), o, g, where);
-    ctx->save_for_backward({g.hidden, g.weight, g.bias});
+    // 2-byte gradients are made at loss_scale and rounded once there.
+    const double scale = is_two_byte(h) ? o.loss_scale() : 1.0;
+    const auto [g, value] = run(h, w, b, labels, value_of(mask), o, scale);
+    if (is_two_byte(h)) {
+      ctx->save_for_backward({g.hidden, g.weight, g.bias, h, w, b, labels, value_of(mask)});
+      ctx->saved_data["options"] = hold(o);
+    } else {
+      ctx->save_for_backward({g.hidden, g.weight, g.bias});
+    }
+    ctx->saved_data["scale"] = scale;
     ctx->saved_data["inputs"] = hold(edges_of({hidden, weight, bias}));
     return loss_tensor(value, hidden);
   }
+
   static ::torch::autograd::variable_list backward(::torch::autograd::AutogradContext* ctx,
                                                    ::torch::autograd::variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    ::torch::autograd::variable_list out{scaled(saved[0], grad_outputs[0]), scaled(saved[1], grad_outputs[0]),
-                                         saved[2].defined() ? scaled(saved[2], grad_outputs[0]) : at::Tensor()};
+    const at::Tensor& grad_output = grad_outputs[0];
+    ::torch::autograd::variable_list out{saved[0], saved[1], saved[2]};
+    if (!is_two_byte(saved[0])) {
+      for (at::Tensor& g : out) {
+        if (g.defined()) g = scaled(g, grad_output);
+      }
+    } else {
+      const double made_at = ctx->saved_data["scale"].toDouble();
+      const double wanted = grad_output.item<double>();
+      if (wanted != made_at) {
+        if (std::isfinite(wanted)) {
+          // Made again at grad_output's scale: a rounded gradient rescaled
+          // would be rounded twice (and lose what underflowed).
+          const auto& o = held<LinearLossTorchOptions>(ctx->saved_data["options"]);
+          const LinearGradients g = run(saved[3], saved[4], saved[5], saved[6], saved[7], o, wanted).first;
+          out = {g.hidden, g.weight, g.bias};
+        } else {
+          // inf or NaN (a loss scaler's overflow step): what multiplying gives.
+          for (at::Tensor& g : out) {
+            if (g.defined()) g = (g.to(at::kFloat) * (wanted / made_at)).to(g.scalar_type());
+          }
+        }
+      }
+    }
     out.resize(6);
     return once_differentiable(std::move(out), held<::torch::autograd::edge_list>(ctx->saved_data["inputs"]), where);
   }
@@ -1247,7 +1453,10 @@ inline at::Tensor regression_loss_(const at::Tensor& outputs, const at::Tensor& 
 /// The output layer fused with the R-Drop loss (rdrop::RDropLinearLoss):
 /// the loss of logits hidden·weightᵀ + bias, never holding the logits.
 /// `hidden` [2B, D] or [2B, T, D], `weight` [V, D], `bias` [V] or undefined
-/// (none); float or double; any strided views. `labels` and `mask` as for
+/// (none), one dtype: float, double, bfloat16 or half (2-byte: products in
+/// that dtype with float accumulation, the loss and the logits' gradient in
+/// float, gradients in the inputs' dtype, made at options.loss_scale());
+/// any strided views, any device. `labels` and `mask` as for
 /// rdrop_loss, shaped after `hidden`. Gradients for hidden, weight and
 /// bias; the forward saves those three (the inputs' sizes, not the
 /// logits'). The chunk buffers (at most options.chunk_bytes()) are kept per
@@ -1257,11 +1466,13 @@ inline at::Tensor linear_loss(const at::Tensor& hidden, const at::Tensor& weight
                               const at::Tensor& labels, const LinearLossTorchOptions& options = {},
                               const at::Tensor& mask = {}) {
   constexpr const char* where = detail::LinearLossFunction::where;
-  detail::check_cpu(hidden, where, "hidden");
-  detail::check_cpu(weight, where, "weight");
-  if (bias.defined()) detail::check_cpu(bias, where, "bias");
-  detail::check_cpu(labels, where, "labels");
-  if (mask.defined()) detail::check_cpu(mask, where, "mask");
+  detail::check_strided(hidden, where, "hidden");
+  detail::check_strided(weight, where, "weight");
+  if (bias.defined()) detail::check_strided(bias, where, "bias");
+  detail::check_strided(labels, where, "labels");
+  if (mask.defined()) detail::check_strided(mask, where, "mask");
+  detail::check_one_device(where,
+                           {{"hidden", hidden}, {"weight", weight}, {"bias", bias}, {"labels", labels}, {"mask", mask}});
   TORCH_CHECK(weight.scalar_type() == hidden.scalar_type() && (!bias.defined() || bias.scalar_type() == hidden.scalar_type()),
               where, ": arguments 'hidden', 'weight' and 'bias' must have one dtype; got ", hidden.scalar_type(), ", ",
               weight.scalar_type(), bias.defined() ? ", " : "", bias.defined() ? c10::toString(bias.scalar_type()) : "");
@@ -1274,7 +1485,7 @@ inline at::Tensor linear_loss(const at::Tensor& hidden, const at::Tensor& weight
   if (!detail::wants_grad({hidden, weight, bias})) {
     const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
     return detail::loss_tensor(detail::linear_run(hidden.contiguous(), weight.contiguous(), b, labels, m, options,
-                                                  detail::LinearGradients{}, where),
+                                                  detail::LinearGradients{}, 1.0, where),
                                hidden);
   }
   return detail::LinearLossFunction::apply(hidden, weight, detail::OptionalTensor(bias), labels,

@@ -8,7 +8,7 @@
 /// Major version: 0 while the API may still change in a minor release.
 #define RDROP_VERSION_MAJOR 0
 /// Minor version: new features; before 1.0 also API changes (CHANGELOG.md).
-#define RDROP_VERSION_MINOR 1
+#define RDROP_VERSION_MINOR 2
 /// Patch version: fixes only, never an API change.
 #define RDROP_VERSION_PATCH 0
 

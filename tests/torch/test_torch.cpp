@@ -392,9 +392,9 @@ TEST_CASE("Bad input throws errors naming the argument", "[torch][errors]") {
   CHECK_THROWS_WITH(rdrop::torch::rdrop_loss(x, torch::tensor({0, 1, 2, 9}, torch::kLong)), Catch::Contains("9"));
   CHECK_THROWS_WITH(rdrop::torch::linear_loss(torch::randn({8, 3}), torch::randn({5, 4}), at::Tensor(), y),
                     Catch::Contains("weight"));
-  CHECK_THROWS_WITH(rdrop::torch::linear_loss(torch::randn({8, 3}).to(at::kBFloat16), torch::randn({5, 3}).to(at::kBFloat16),
+  CHECK_THROWS_WITH(rdrop::torch::linear_loss(torch::randn({8, 3}).to(at::kInt), torch::randn({5, 3}).to(at::kInt),
                                               at::Tensor(), y),
-                    Catch::Contains("argument 'hidden' has dtype"));
+                    Catch::Contains("argument 'hidden' has dtype Int; expected float, double, bfloat16 or half"));
 }
 
 TEST_CASE("Edge inputs: an empty batch, logits near 1e4, a class at -inf", "[torch][edge]") {
@@ -923,7 +923,10 @@ TEST_CASE("Options in torch's style: each chained setter sets what it names, def
   CHECK(defaults.threads() == 0);
   CHECK(defaults.divergence() == Divergence::SymmetricKL);
   CHECK(defaults.loss_scale() == 1.0);
-  CHECK(LinearLossTorchOptions().chunk_bytes() == rdrop::LinearLossOptions{}.chunk_bytes);
+  // 256 MiB, not the Eigen API's 64: ATen's products want chunks of a few
+  // hundred pairs at 128k classes (docs/torch.md, "Products and chunks").
+  CHECK(LinearLossTorchOptions().chunk_bytes() == (std::size_t(256) << 20));
+  CHECK(LinearLossTorchOptions().products() == rdrop::torch::Products::Auto);
 
   const auto o = RDropLossOptions()
                      .alpha(4)
@@ -956,7 +959,7 @@ TEST_CASE("Options in torch's style: each chained setter sets what it names, def
   CHECK(from_rdrop.divergence() == Divergence::KL);
   CHECK(from_rdrop.padding_index() == 0);
   CHECK(from_rdrop.smoothing_style() == rdrop::SmoothingStyle::ExcludeTarget);
-  CHECK(from_rdrop.chunk_bytes() == rdrop::LinearLossOptions{}.chunk_bytes);
+  CHECK(from_rdrop.chunk_bytes() == LinearLossTorchOptions().chunk_bytes());
 
   // From the Eigen API's options, every field carried over.
   rdrop::RDropOptions<double> e;
@@ -1256,6 +1259,23 @@ TEST_CASE("The ATen path of linear_loss, a chunk of pairs at a time, equals the 
                 INFO("trial " << trial);
                 const double tol = dtype == at::kDouble ? 1e-12 : 1e-5;
                 for (std::size_t i = 0; i < fused.size(); ++i) CHECK(close(aten[i], fused[i], tol));
+                // The fused path's two kinds of products: Eigen's, and ATen's
+                // with the fused kernels between them.
+                const auto other = options.products() == rdrop::torch::Products::Eigen ? rdrop::torch::Products::ATen
+                                                                                        : rdrop::torch::Products::Eigen;
+                const auto with_eigen = [&](rdrop::torch::Products products) {
+                  const at::Tensor h = hidden.clone().requires_grad_(true), w = weight.clone().requires_grad_(true);
+                  const at::Tensor value = rdrop::torch::linear_loss(
+                      h, w, with_bias ? bias : at::Tensor(), y,
+                      rdrop::torch::LinearLossTorchOptions(options).path(rdrop::torch::Path::Fused).products(products), mask);
+                  value.backward();
+                  return std::vector<at::Tensor>{value.detach(), h.grad(), w.grad()};
+                };
+                const auto eigen = with_eigen(rdrop::torch::Products::Eigen), aten_products = with_eigen(other);
+                for (std::size_t i = 0; i < eigen.size(); ++i) {
+                  CHECK(close(eigen[i], fused[i], tol));
+                  CHECK(close(aten_products[i], fused[i], tol));
+                }
               }
             }
           }
@@ -1263,4 +1283,97 @@ TEST_CASE("The ATen path of linear_loss, a chunk of pairs at a time, equals the 
       }
     }
   }
+}
+
+TEST_CASE("2-byte linear_loss: bfloat16 and half hidden states and weights, products in that dtype, the loss in "
+          "float, gradients in the inputs' dtype, near the float loss of the same values",
+          "[torch][two_byte]") {
+  const int64_t b = 6, t = 4, d = 24, v = 37;
+  const auto dtype = GENERATE(at::kBFloat16, at::kHalf);
+  const auto path = GENERATE(rdrop::torch::Path::Fused, rdrop::torch::Path::ATen);
+  const bool with_bias = GENERATE(true, false);
+  torch::manual_seed(71);
+  // The 2-byte values, and the same values in float for the reference.
+  const at::Tensor hidden = torch::randn({2 * b, t, d}).to(dtype), weight = (0.3 * torch::randn({v, d})).to(dtype);
+  const at::Tensor bias = torch::randn({v}).to(dtype);
+  at::Tensor y = torch::randint(1, v, {b, t}, torch::kLong);
+  y.view({-1})[2] = 0;  // padding
+  const auto options = rdrop::torch::LinearLossTorchOptions()
+                           .alpha(2)
+                           .label_smoothing(0.1)
+                           .padding_index(0)
+                           .normalization(Normalization::Fairseq)
+                           .chunk_bytes(20000)  // several chunks
+                           .path(path);
+  const auto run = [&](at::ScalarType type, double grad_output, double loss_scale) {
+    // Fresh leaves each run (to() of the same dtype returns the tensor itself).
+    const at::Tensor h = hidden.to(type).clone().requires_grad_(true), w = weight.to(type).clone().requires_grad_(true);
+    const at::Tensor bb = bias.to(type).clone().requires_grad_(true);
+    const at::Tensor value = rdrop::torch::linear_loss(h, w, with_bias ? bb : at::Tensor(), y,
+                                                       rdrop::torch::LinearLossTorchOptions(options).loss_scale(loss_scale));
+    value.backward(torch::full({}, grad_output, value.options()));
+    return std::vector<at::Tensor>{value.detach(), h.grad(), w.grad(), with_bias ? bb.grad() : at::zeros({1}, type)};
+  };
+  const auto reference = run(at::kFloat, 1, 1);
+  const double tol = dtype == at::kBFloat16 ? 2e-2 : 4e-3;
+  INFO(c10::toString(dtype) << (path == rdrop::torch::Path::ATen ? ", ATen path" : ", fused path")
+                            << (with_bias ? ", bias" : ", no bias"));
+  SECTION("value and gradients at scale 1, in the inputs' dtype (the value in float)") {
+    const auto got = run(dtype, 1, 1);
+    CHECK(got[0].scalar_type() == at::kFloat);
+    for (std::size_t i = 1; i < got.size(); ++i) CHECK(got[i].scalar_type() == dtype);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      INFO("output " << i);
+      CHECK(close(got[i], reference[i], tol));
+    }
+  }
+  SECTION("under loss scaling: made at loss_scale in the forward, or again at grad_output's scale when it differs; "
+          "the same gradients either way") {
+    const double s = 4096;
+    const auto hinted = run(dtype, s, s), unhinted = run(dtype, s, 1);
+    for (std::size_t i = 1; i < hinted.size(); ++i) {
+      INFO("gradient " << i);
+      CHECK(at::equal(hinted[i], unhinted[i]));
+      CHECK(close(hinted[i].to(at::kDouble) / s, reference[i], tol));
+    }
+  }
+}
+
+TEST_CASE("Devices: tensors on two devices are refused naming both arguments; Path::Fused refuses a tensor off the "
+          "CPU; Products::Eigen refuses 2-byte inputs",
+          "[torch][errors][devices]") {
+  // The meta device stands in for an accelerator: every libtorch build has it.
+  const at::Device meta(at::kMeta);
+  const at::Tensor x = torch::randn({8, 5});
+  const at::Tensor y = torch::randint(0, 5, {4}, torch::kLong);
+  const auto refused = [](auto&& f, const std::string& message) {
+    CHECK_THROWS_AS(f(), c10::Error);
+    CHECK_THROWS_WITH(f(), Catch::Contains(message));
+  };
+  refused([&] { return rdrop::torch::rdrop_loss(x, y.to(meta)); },
+          "rdrop::torch::rdrop_loss: arguments 'logits' (on cpu) and 'labels' (on meta) are on different devices");
+  refused([&] { return rdrop::torch::rdrop_loss_(x, y, {}, torch::ones({4}).to(meta)); },
+          "arguments 'logits' (on cpu) and 'mask' (on meta)");
+  refused([&] { return rdrop::torch::multi_label_loss(x.to(meta), torch::rand({4, 5})); },
+          "arguments 'logits' (on meta) and 'targets' (on cpu)");
+  refused([&] { return rdrop::torch::regression_loss(x, torch::rand({4, 5}).to(meta)); }, "'targets' (on meta)");
+  const at::Tensor h = torch::randn({8, 3}), w = torch::randn({5, 3}), bias = torch::randn({5});
+  refused([&] { return rdrop::torch::linear_loss(h, w.to(meta), bias, y); },
+          "arguments 'hidden' (on cpu) and 'weight' (on meta)");
+  refused([&] { return rdrop::torch::linear_loss(h, w, bias.to(meta), y); }, "'bias' (on meta)");
+  refused([&] { return rdrop::torch::linear_loss(h, w, bias, y.to(meta)); }, "'labels' (on meta)");
+  refused([&] { return rdrop::torch::linear_loss(h, w, bias, y, {}, torch::ones({4}).to(meta)); }, "'mask' (on meta)");
+  refused([&] {
+    return rdrop::torch::rdrop_loss(x.to(meta), y.to(meta), rdrop::torch::RDropLossOptions().path(rdrop::torch::Path::Fused));
+  }, "options.path() is Path::Fused, which runs on CPU tensors, and 'logits' is on meta");
+  refused([&] {
+    return rdrop::torch::linear_loss(h.to(meta), w.to(meta), at::Tensor(), y.to(meta),
+                                     rdrop::torch::LinearLossTorchOptions().path(rdrop::torch::Path::Fused));
+  }, "'hidden' is on meta");
+  refused([&] {
+    return rdrop::torch::linear_loss(h.to(at::kBFloat16), w.to(at::kBFloat16), at::Tensor(), y,
+                                     rdrop::torch::LinearLossTorchOptions()
+                                         .path(rdrop::torch::Path::Fused)
+                                         .products(rdrop::torch::Products::Eigen));
+  }, "options.products() is Products::Eigen, which multiplies float and double; 'hidden' is BFloat16");
 }
