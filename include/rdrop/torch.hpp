@@ -933,6 +933,21 @@ bool uses_aten(const Options& o, const at::Tensor& logits, const char* where, co
   return !cpu || default_cpu_path().load() == Path::ATen;
 }
 
+/// Calls f with `t` as rdrop reads it: a [.., T, C] tensor map for rank 3,
+/// else a row-major matrix map, over `data` (null: the shape alone, for
+/// Count).
+template <typename S, typename F>
+decltype(auto) as_eigen(const at::Tensor& t, const S* data, F&& f) {
+  if (t.dim() == 3) return f(ConstTensor<S, 3>(data, t.size(0), t.size(1), t.size(2)));
+  return f(Eigen::Map<const RowMajor<S>>(data, t.size(0), t.size(-1)));
+}
+
+/// loss.Count(args..., mask) with a mask, loss.Count(args...) without.
+template <typename Loss, typename... Args>
+RDropCounts count_rows(const Loss& loss, const at::Tensor& mask, const Args&... args) {
+  return mask.defined() ? loss.Count(args..., mask_view(mask)) : loss.Count(args...);
+}
+
 /// The fused path's argument checks, with its messages, for the ATen path:
 /// the dtypes, then rdrop::RDropLoss::Count on the logits' shape (no data)
 /// and the labels and mask (brought to the CPU: one per row at most), which
@@ -945,13 +960,7 @@ inline RDropCounts check_like_fused(const at::Tensor& logits, const at::Tensor& 
     using S = rdrop::detail::compute_t<typename std::decay_t<decltype(tag)>::type>;
     const rdrop::RDropLoss<S> loss(options_in<S>(o));
     return with_labels(cpu_labels, where, [&](const auto& y) {
-      const auto count = [&](const auto& shape) {
-        return cpu_mask.defined() ? loss.Count(shape, y, mask_view(cpu_mask)) : loss.Count(shape, y);
-      };
-      if (logits.dim() == 3) {
-        return count(ConstTensor<S, 3>(nullptr, logits.size(0), logits.size(1), logits.size(2)));
-      }
-      return count(Eigen::Map<const RowMajor<S>>(nullptr, logits.size(0), logits.size(-1)));
+      return as_eigen<S>(logits, nullptr, [&](const auto& shape) { return count_rows(loss, cpu_mask, shape, y); });
     });
   });
 }
@@ -1004,6 +1013,17 @@ struct RowTargetSpec {
   static constexpr const char* targets_name = "targets";
   static constexpr bool targets_per_class = true;
 
+  /// The Eigen API's options of `o`.
+  template <typename S>
+  static EigenOptions<S> eigen_options(const Options& o) {
+    EigenOptions<S> options;
+    options.alpha = static_cast<S>(o.alpha());
+    options.layout = o.layout();
+    options.normalization = o.normalization();
+    options.threads = o.threads();
+    return options;
+  }
+
   static double run(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& mask, const Options& o,
                     const at::Tensor& grad, double scale, const char* where) {
     if (uses_aten(o, logits, where, "logits")) {
@@ -1011,21 +1031,15 @@ struct RowTargetSpec {
       const at::Tensor cpu_targets = targets.to(at::kCPU), cpu_mask = mask.defined() ? mask.to(at::kCPU) : mask;
       const RDropCounts counts = dispatch<true>(logits, where, "logits", [&](auto tag) {
         using S = rdrop::detail::compute_t<typename std::decay_t<decltype(tag)>::type>;
-        EigenOptions<S> options;
-        options.alpha = static_cast<S>(o.alpha());
-        options.layout = o.layout();
-        options.normalization = o.normalization();
-        const Loss<S> loss(options);
+        const Loss<S> loss(eigen_options<S>(o));
         const at::Tensor tc = cpu_targets.to(std::is_same_v<S, float> ? at::kFloat : at::kDouble).contiguous();
-        const auto count = [&](const auto& shape, const auto& y) {
-          return cpu_mask.defined() ? loss.Count(shape, y, mask_view(cpu_mask)) : loss.Count(shape, y);
-        };
-        if (logits.dim() == 3) {
-          return count(ConstTensor<S, 3>(nullptr, logits.size(0), logits.size(1), logits.size(2)),
-                       ConstTensor<S, 3>(data_of<S>(tc), tc.size(0), tc.size(1), tc.size(2)));
-        }
-        return count(Eigen::Map<const RowMajor<S>>(nullptr, logits.size(0), logits.size(1)),
-                     Eigen::Map<const RowMajor<S>>(data_of<S>(tc), tc.size(0), tc.size(1)));
+        return as_eigen<S>(logits, nullptr, [&](const auto& shape) {
+          if constexpr (rdrop::detail::is_tensor_v<std::decay_t<decltype(shape)>>) {
+            return count_rows(loss, cpu_mask, shape, ConstTensor<S, 3>(data_of<S>(tc), tc.size(0), tc.size(1), tc.size(2)));
+          } else {
+            return count_rows(loss, cpu_mask, shape, Eigen::Map<const RowMajor<S>>(data_of<S>(tc), tc.size(0), tc.size(1)));
+          }
+        });
       });
       at::Tensor g;
       const double value =
@@ -1037,12 +1051,7 @@ struct RowTargetSpec {
     return dispatch<true>(logits, where, "logits", [&](auto tag) {
       using E = typename std::decay_t<decltype(tag)>::type;
       using S = rdrop::detail::compute_t<E>;
-      EigenOptions<S> options;
-      options.alpha = static_cast<S>(o.alpha());
-      options.layout = o.layout();
-      options.normalization = o.normalization();
-      options.threads = o.threads();
-      const auto loss = Loss<S>(options).WithGradientScale(static_cast<S>(scale));
+      const auto loss = Loss<S>(eigen_options<S>(o)).WithGradientScale(static_cast<S>(scale));
       // Targets in the loss's compute type (float for 2-byte logits).
       const at::Tensor t = targets.to(std::is_same_v<S, float> ? at::kFloat : at::kDouble).contiguous();
       return with_views<E>(logits, grad, [&](const auto& x, auto* g) {
@@ -1256,12 +1265,7 @@ inline RDropCounts check_linear_like_fused(const at::Tensor& h, const at::Tensor
     const rdrop::RDropLinearLoss<S> loss(options_in<S>(o), linear);
     const Eigen::Map<const RowMajor<S>> weight_shape(nullptr, w.size(0), w.size(1));
     return with_labels(cpu_labels, where, [&](const auto& y) {
-      const auto count = [&](const auto& shape) {
-        return cpu_mask.defined() ? loss.Count(shape, weight_shape, y, mask_view(cpu_mask))
-                                  : loss.Count(shape, weight_shape, y);
-      };
-      if (h.dim() == 3) return count(ConstTensor<S, 3>(nullptr, h.size(0), h.size(1), h.size(2)));
-      return count(Eigen::Map<const RowMajor<S>>(nullptr, h.size(0), h.size(1)));
+      return as_eigen<S>(h, nullptr, [&](const auto& shape) { return count_rows(loss, cpu_mask, shape, weight_shape, y); });
     });
   });
 }
