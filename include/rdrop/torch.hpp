@@ -25,6 +25,7 @@
 #include "rdrop/rdrop.hpp"
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/csrc/autograd/variable.h>
@@ -187,7 +188,7 @@ class RDropSettings : public LossSettings<Derived> {
   template <typename Other>
   void assign(const RDropSettings<Other>& other) {
     this->alpha(other.alpha()).layout(other.layout()).normalization(other.normalization()).threads(other.threads());
-    this->loss_scale(other.loss_scale());
+    this->loss_scale(other.loss_scale()).path(other.path());
     ignore_index(other.ignore_index()).padding_index(other.padding_index());
     label_smoothing(other.label_smoothing()).smoothing_style(other.smoothing_style()).divergence(other.divergence());
   }
@@ -685,7 +686,9 @@ PairTerms pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor
   at::Tensor d, da, db;
   const at::Tensor log_ratio = (a - bb) - (at::logsumexp(a, -1, true) - at::logsumexp(bb, -1, true));
   const at::Tensor kl_ab_terms = weighted(pa, log_ratio), kl_ba_terms = weighted(pb, -log_ratio);
-  const at::Tensor p_minus_q = at::where(pa == 0, -pb, -pa * at::expm1(-log_ratio));
+  // -p·expm1(-(log p − log q)) where the copies are close (no cancellation),
+  // p − q where they are not (expm1 would overflow for a large log-ratio).
+  const at::Tensor p_minus_q = at::where(log_ratio.abs() < 0.5, -pa * at::expm1(-log_ratio), pa - pb);
   switch (o.divergence()) {
     case Divergence::SymmetricKL: {
       const at::Tensor kl_ab = kl_ab_terms.sum(-1, true), kl_ba = kl_ba_terms.sum(-1, true);
@@ -714,8 +717,12 @@ PairTerms pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor
   r.divergence_sum = at::where(kp, d, zero).sum();
   if (with_grad) {
     const at::Tensor la1 = la.unsqueeze(-1), lb1 = lb.unsqueeze(-1), kp1 = kp.unsqueeze(-1);
-    r.grad_a = at::where(la1, wt * (pa - qa), zero) + at::where(kp1, wd * da, zero);
-    r.grad_b = at::where(lb1, wt * (pb - qb), zero) + at::where(kp1, wd * db, zero);
+    r.grad_a = at::where(la1, wt * (pa - qa), zero);
+    r.grad_b = at::where(lb1, wt * (pb - qb), zero);
+    if (wd != 0) {  // no divergence term: 0 · (its gradient) may be 0 · inf
+      r.grad_a += at::where(kp1, wd * da, zero);
+      r.grad_b += at::where(kp1, wd * db, zero);
+    }
   }
   return r;
 }
@@ -728,12 +735,13 @@ struct Masks {
 template <typename Options>
 Masks masks(const at::Tensor& labels, const at::Tensor& mask, int64_t b, int64_t t, const at::Device& device,
             const Options& o) {
-  const at::Tensor y = labels.to(device).to(at::kLong).reshape({-1, t});
+  const int64_t per_t = t > 0 ? -1 : b;  // T = 0: every tensor is empty, [B, 0]
+  const at::Tensor y = labels.to(device).to(at::kLong).reshape({per_t, t});
   Masks m;
   std::tie(m.ya, m.yb) = per_copy(y, b, o.layout());
   m.ka = at::ones({b, t}, y.options().dtype(at::kBool));
   m.kb = m.ka;
-  if (mask.defined()) std::tie(m.ka, m.kb) = per_copy(mask.to(device).reshape({-1, t}), b, o.layout());
+  if (mask.defined()) std::tie(m.ka, m.kb) = per_copy(mask.to(device).reshape({per_t, t}), b, o.layout());
   if (o.padding_index() != rdrop::no_padding) {
     m.ka = m.ka & (m.ya != o.padding_index());
     m.kb = m.kb & (m.yb != o.padding_index());
@@ -780,9 +788,10 @@ double row_target(const at::Tensor& logits, const at::Tensor& targets, const at:
   const at::Tensor x = logits.to(two_byte ? at::kFloat : logits.scalar_type()).contiguous();
   const int64_t rows = x.size(0), b = rows / 2, k = x.size(-1), t = x.dim() == 3 ? x.size(1) : 1;
   const auto [u, v] = copies(x.reshape({rows, t, k}), o.layout());
-  const auto [tu, tv] = per_copy(targets.to(x.scalar_type()).reshape({-1, t, k}), b, o.layout());
+  const int64_t per_t = t > 0 ? -1 : b;  // T = 0: every tensor is empty
+  const auto [tu, tv] = per_copy(targets.to(x.scalar_type()).reshape({per_t, t, k}), b, o.layout());
   at::Tensor ku = at::ones({b, t}, x.options().dtype(at::kBool)), kv = ku;
-  if (mask.defined()) std::tie(ku, kv) = per_copy(mask.to(x.device()).reshape({-1, t}), b, o.layout());
+  if (mask.defined()) std::tie(ku, kv) = per_copy(mask.to(x.device()).reshape({per_t, t}), b, o.layout());
   const at::Tensor kp = ku & kv, zero = at::zeros({}, x.options());
   at::Tensor task_u, task_v, grad_task_u, grad_task_v, d, du, dv;
   if (multi_label) {
@@ -813,8 +822,13 @@ double row_target(const at::Tensor& logits, const at::Tensor& targets, const at:
   const double wt = w.task, wd = w.divergence;
   if (grad != nullptr) {
     const at::Tensor ku3 = ku.unsqueeze(-1), kv3 = kv.unsqueeze(-1), kp3 = kp.unsqueeze(-1);
-    const at::Tensor gu = (at::where(ku3, wt * grad_task_u, zero) + at::where(kp3, wd * du, zero)) * scale;
-    const at::Tensor gv = (at::where(kv3, wt * grad_task_v, zero) + at::where(kp3, wd * dv, zero)) * scale;
+    at::Tensor gu = at::where(ku3, wt * grad_task_u, zero), gv = at::where(kv3, wt * grad_task_v, zero);
+    if (wd != 0) {  // no divergence term: 0 · (its gradient) may be 0 · inf
+      gu += at::where(kp3, wd * du, zero);
+      gv += at::where(kp3, wd * dv, zero);
+    }
+    gu = gu * scale;
+    gv = gv * scale;
     const at::Tensor g = o.layout() == Layout::Stacked ? at::cat({gu, gv}, 0) : at::stack({gu, gv}, 1).reshape({rows, t, k});
     *grad = g.reshape(logits.sizes()).to(logits.scalar_type());
   }
@@ -842,6 +856,9 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
               const at::Tensor& mask, const Options& o, const RDropCounts& counts, Sweep sweep,
               const at::Tensor& grad_hidden, const at::Tensor& grad_weight, const at::Tensor& grad_bias, double scale,
               const char* where) {
+  // The products in the inputs' dtype as documented, also under autocast
+  // (which would multiply float inputs in a 2-byte type).
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const at::ScalarType compute = is_two_byte(h) ? at::kFloat : h.scalar_type();
   const at::ScalarType product = h.scalar_type() == at::kHalf && h.device().is_cpu() ? at::kFloat : h.scalar_type();
   const int64_t rows = h.size(0), b = rows / 2, d = h.size(-1), t = h.dim() == 3 ? h.size(1) : 1, v = w.size(0);
@@ -861,7 +878,7 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
   const std::size_t per_pair = 2 * static_cast<std::size_t>(v) *
                                ((sweep == Sweep::Fused ? 1 : 8) * size_of(compute) +
                                 (product == compute ? 0 : 2 * size_of(product)));
-  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(o.chunk_bytes() / per_pair));
+  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(o.chunk_bytes() / std::max<std::size_t>(per_pair, 1)));
   const at::Tensor wp = w.to(product), bp = bias.defined() ? bias.to(product) : bias;
   const at::Tensor wpt = wp.t();
   at::Tensor task = at::zeros({}, h.options().dtype(compute)), divergence = task.clone();
@@ -1370,7 +1387,8 @@ struct LinearLossFunction : ::torch::autograd::Function<LinearLossFunction> {
         if (g.defined()) g = scaled(g, grad_output);
       }
     } else {
-      const double made_at = ctx->saved_data["scale"].toDouble();
+      // loss_scale as grad_output holds it (float), so that an equal scale compares equal.
+      const double made_at = at::scalar_tensor(ctx->saved_data["scale"].toDouble(), grad_output.options()).item<double>();
       const double wanted = grad_output.item<double>();
       if (wanted != made_at) {
         if (std::isfinite(wanted)) {
@@ -1483,6 +1501,11 @@ inline at::Tensor linear_loss(const at::Tensor& hidden, const at::Tensor& weight
   detail::check_rank(hidden, where, "hidden", "[2B, D] or [2B, T, D]");
   TORCH_CHECK(weight.dim() == 2, where, ": argument 'weight' has shape ", weight.sizes(), "; expected [V, D]");
   TORCH_CHECK(!bias.defined() || bias.dim() == 1, where, ": argument 'bias' has shape ", bias.sizes(), "; expected [V]");
+  if (bias.defined() && bias.size(0) != weight.size(0)) {
+    throw std::invalid_argument(std::string(where) + ": argument 'bias' has shape " + detail::shape_str(bias.sizes()) +
+                                "; expected [" + std::to_string(weight.size(0)) + "], one entry per row of the weight " +
+                                detail::shape_str(weight.sizes()));
+  }
   detail::check_per_sample_or_row(labels, hidden, false, where, "labels", "hidden");
   if (mask.defined()) detail::check_per_sample_or_row(mask, hidden, false, where, "mask", "hidden");
   const at::Tensor m = detail::mask_of(mask);

@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <ATen/autocast_mode.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -1376,4 +1377,88 @@ TEST_CASE("Devices: tensors on two devices are refused naming both arguments; Pa
                                          .path(rdrop::torch::Path::Fused)
                                          .products(rdrop::torch::Products::Eigen));
   }, "options.products() is Products::Eigen, which multiplies float and double; 'hidden' is BFloat16");
+}
+
+TEST_CASE("Found by a hostile review: autocast, empty vocabularies, far-apart copies, alpha 0 with -inf, T = 0, "
+          "a bias of the wrong length, options converted with their path",
+          "[torch][edge]") {
+  using rdrop::torch::Path;
+  using rdrop::torch::Products;
+  SECTION("float linear_loss under CPU autocast multiplies in float, on every path") {
+    torch::manual_seed(3);
+    const at::Tensor h = torch::randn({8, 16}), w = torch::randn({40, 16}), b = torch::randn({40});
+    const at::Tensor y = torch::randint(0, 40, {4}, torch::kLong);
+    for (const auto& o : {rdrop::torch::LinearLossTorchOptions().path(Path::Fused).products(Products::ATen),
+                          rdrop::torch::LinearLossTorchOptions().path(Path::ATen)}) {
+      const auto run = [&](bool autocast) {
+        const at::Tensor hh = h.clone().requires_grad_(true), ww = w.clone().requires_grad_(true);
+        at::autocast::set_cpu_enabled(autocast);
+        const at::Tensor value = rdrop::torch::linear_loss(hh, ww, b, y, o);
+        at::autocast::set_cpu_enabled(false);
+        value.backward();
+        return std::vector<at::Tensor>{value.detach(), hh.grad(), ww.grad()};
+      };
+      const auto plain = run(false), autocast = run(true);
+      for (std::size_t i = 0; i < plain.size(); ++i) CHECK(close(autocast[i], plain[i], 1e-6));
+    }
+  }
+  SECTION("an empty batch with an empty vocabulary gives 0 on every path") {
+    for (const auto products : {Products::ATen, Products::Eigen}) {
+      for (const auto path : {Path::Fused, Path::ATen}) {
+        const at::Tensor value = rdrop::torch::linear_loss(torch::randn({0, 4}), torch::randn({0, 4}), at::Tensor(),
+                                                           torch::zeros({0}, torch::kLong),
+                                                           rdrop::torch::LinearLossTorchOptions().products(products).path(path));
+        CHECK(value.item<double>() == 0.0);
+      }
+    }
+  }
+  SECTION("copies far apart (log-ratio below -88 in float): finite gradients, as the fused path gives") {
+    const at::Tensor x = torch::tensor({{0.0, -95.0}, {-95.0, 0.0}});
+    const at::Tensor y = torch::zeros({1}, torch::kLong);
+    const auto grad = [&](Path path) {
+      const at::Tensor z = x.clone().requires_grad_(true);
+      rdrop::torch::rdrop_loss(z, y, rdrop::torch::RDropLossOptions().path(path)).backward();
+      return z.grad();
+    };
+    const at::Tensor fused = grad(Path::Fused), aten = grad(Path::ATen);
+    CHECK(at::isfinite(aten).all().item<bool>());
+    CHECK(close(aten, fused, 1e-6));
+  }
+  SECTION("alpha 0 with a class at -inf in one copy: the fused path's finite gradient") {
+    const at::Tensor x = torch::tensor({{0.0, 1.0}, {0.5, -std::numeric_limits<double>::infinity()}}, torch::kFloat);
+    const at::Tensor y = torch::zeros({1}, torch::kLong);
+    const auto grad = [&](Path path) {
+      const at::Tensor z = x.clone().requires_grad_(true);
+      rdrop::torch::rdrop_loss(z, y, rdrop::torch::RDropLossOptions().alpha(0).path(path)).backward();
+      return z.grad();
+    };
+    const at::Tensor fused = grad(Path::Fused), aten = grad(Path::ATen);
+    CHECK_FALSE(at::isnan(aten).any().item<bool>());
+    CHECK(close(aten, fused, 1e-6));
+  }
+  SECTION("T = 0: a loss of 0 on every path") {
+    for (const auto path : {Path::Fused, Path::ATen}) {
+      CHECK(rdrop::torch::rdrop_loss(torch::randn({4, 0, 5}), torch::zeros({2, 0}, torch::kLong),
+                                     rdrop::torch::RDropLossOptions().path(path))
+                .item<double>() == 0.0);
+      CHECK(rdrop::torch::linear_loss(torch::randn({4, 0, 3}), torch::randn({5, 3}), at::Tensor(),
+                                      torch::zeros({2, 0}, torch::kLong), rdrop::torch::LinearLossTorchOptions().path(path))
+                .item<double>() == 0.0);
+      CHECK(rdrop::torch::regression_loss(torch::randn({4, 0, 5}), torch::zeros({2, 0, 5}),
+                                          rdrop::torch::RegressionLossOptions().path(path))
+                .item<double>() == 0.0);
+    }
+  }
+  SECTION("a bias whose length is not the weight's rows is refused on every path") {
+    for (const auto path : {Path::Fused, Path::ATen}) {
+      CHECK_THROWS_WITH(rdrop::torch::linear_loss(torch::randn({4, 3}), torch::randn({5, 3}), torch::randn({1}),
+                                                  torch::zeros({2}, torch::kLong),
+                                                  rdrop::torch::LinearLossTorchOptions().path(path)),
+                        Catch::Contains("argument 'bias' has shape [1]; expected [5], one entry per row of the weight [5, 3]"));
+    }
+  }
+  SECTION("options converted between rdrop_loss and linear_loss keep their path") {
+    CHECK(rdrop::torch::LinearLossTorchOptions(rdrop::torch::RDropLossOptions().path(Path::ATen)).path() == Path::ATen);
+    CHECK(rdrop::torch::RDropLossOptions(rdrop::torch::LinearLossTorchOptions().path(Path::Fused)).path() == Path::Fused);
+  }
 }
