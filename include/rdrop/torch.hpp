@@ -652,26 +652,111 @@ double total(const at::Tensor& task, const at::Tensor& divergence, const rdrop::
   return (w.task * task).item<double>();
 }
 
-/// The task and divergence sums of pairs of logit rows a, b [..., C] (as
-/// tensors on their device), and with weights (wt, wd, times scale) their
-/// gradients: CE with smoothing on the labeled rows (la, lb), the divergence
-/// on the kept pairs (kp).
+/// What pair_terms computes: the task and divergence sums (0-dim tensors on
+/// the logits' device) and the weighted gradients of the two copies.
 struct PairTerms {
   at::Tensor task_sum, divergence_sum, grad_a, grad_b;
 };
+
+/// The smoothed target distribution's two values: `off` on every class,
+/// `on` on the label.
+struct TargetValues {
+  double off, on;
+};
 template <typename Options>
-PairTerms pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor& ya, const at::Tensor& yb,
-                     const at::Tensor& la, const at::Tensor& lb, const at::Tensor& kp, const Options& o,
-                     bool with_grad, double wt, double wd) {
-  const int64_t c = a.size(-1);
-  const at::Tensor lpa = at::log_softmax(a, -1), lpb = at::log_softmax(bb, -1);
-  const at::Tensor pa = lpa.exp(), pb = lpb.exp();
+TargetValues target_values(const Options& o, int64_t classes) {
   const double eps = o.label_smoothing();
+  const bool exclude = o.smoothing_style() == SmoothingStyle::ExcludeTarget;
+  const double off =
+      exclude ? (classes > 1 ? eps / static_cast<double>(classes - 1) : 0.0) : eps / static_cast<double>(classes);
+  return {off, exclude ? 1 - eps : 1 - eps + off};
+}
+
+/// pair_terms where every log-probability is finite (no −inf, inf or NaN
+/// logit: the common case), in about a dozen passes over the logits: CE
+/// from log p's row sum and its value at the label, the divergences'
+/// gradients as softmax backwards (p ⊙ (g − Σ p g), one fused kernel),
+/// each copy's gradient added up in place. Nothing here meets 0 · inf, so
+/// nothing is guarded. lpa and lpb are turned into p and q in place: at
+/// most three logit-sized tensors beside the logits are alive at once.
+template <typename Options>
+PairTerms finite_pair_terms(at::Tensor lpa, at::Tensor lpb, const at::Tensor& sum_a, const at::Tensor& sum_b,
+                            const at::Tensor& ya, const at::Tensor& yb, const at::Tensor& la, const at::Tensor& lb,
+                            const at::Tensor& kp, const Options& o, bool with_grad, double wt, double wd,
+                            at::Tensor grad_a, at::Tensor grad_b) {
+  const TargetValues q = target_values(o, lpa.size(-1));
+  const double off = q.off, on = q.on;
+  const at::Tensor zero = at::zeros({}, lpa.options());
+  const at::Tensor ia = at::where(la, ya, at::zeros({}, ya.options())).unsqueeze(-1);
+  const at::Tensor ib = at::where(lb, yb, at::zeros({}, yb.options())).unsqueeze(-1);
+  // −Σ q log p = −(off · Σ log p + (on − off) · log p_y)
+  const auto ce = [&](const at::Tensor& lp, const at::Tensor& sum, const at::Tensor& index) {
+    return -(off * sum + (on - off) * lp.gather(-1, index).squeeze(-1));
+  };
+  PairTerms r;
+  r.task_sum = at::where(la, ce(lpa, sum_a, ia), zero).sum() + at::where(lb, ce(lpb, sum_b, ib), zero).sum();
+  const at::Tensor log_ratio = lpa - lpb;  // log p − log q
+  const at::Tensor& pa = lpa.exp_();
+  const at::Tensor& pb = lpb.exp_();
+  const at::Tensor kl_ab = (pa * log_ratio).sum(-1);
+  const bool symmetric = o.divergence() == Divergence::SymmetricKL;
+  r.divergence_sum = at::where(kp, symmetric ? 0.5 * (kl_ab - (pb * log_ratio).sum(-1)) : kl_ab, zero).sum();
+  if (!with_grad) return r;
+  // Per-row weights [.., 1]: wt on the labeled rows, wd on the kept pairs.
+  const auto column = [&](const at::Tensor& rows, double weight) {
+    return (rows.to(lpa.scalar_type()) * weight).unsqueeze(-1);
+  };
+  const at::Tensor ta = column(la, wt), tb = column(lb, wt), dv = column(kp, wd);
+  const auto softmax_backward = [&](at::Tensor& out, const at::Tensor& p) {
+    if (out.defined()) return at::_softmax_backward_data_out(out, log_ratio, p, -1, p.scalar_type());
+    return out = at::_softmax_backward_data(log_ratio, p, -1, p.scalar_type());
+  };
+  const auto product = [](at::Tensor& out, const at::Tensor& x, const at::Tensor& y) {
+    if (out.defined()) return at::mul_out(out, x, y);
+    return out = x * y;
+  };
+  if (wd == 0) {  // no divergence term: 0 · (its gradient) may be 0 · inf
+    product(grad_a, pa, ta);
+    product(grad_b, pb, tb);
+  } else if (symmetric) {
+    // ∂a = ½ (softmax_bwd(log p − log q, p) + p − q)
+    // ∂b = −½ (softmax_bwd(log p − log q, q) + p − q)
+    const at::Tensor half = 0.5 * dv;
+    softmax_backward(grad_a, pa).mul_(half).addcmul_(pa, half + ta).addcmul_(pb, -half);
+    softmax_backward(grad_b, pb).mul_(-half).addcmul_(pb, half + tb).addcmul_(pa, -half);
+  } else {  // KL(p ‖ q): ∂a = softmax_bwd(log p − log q, p), ∂b = q − p
+    softmax_backward(grad_a, pa).mul_(dv).addcmul_(pa, ta);
+    product(grad_b, pb, dv + tb).addcmul_(pa, -dv);
+  }
+  // The task's wt · (p − target): less off everywhere, less (on − off) at
+  // the label.
+  const auto less_target = [&](at::Tensor& g, const at::Tensor& t, const at::Tensor& index) {
+    if (off != 0) g.sub_(t * off);
+    g.scatter_add_(-1, index, t * -(on - off));
+  };
+  less_target(grad_a, ta, ia);
+  less_target(grad_b, tb, ib);
+  r.grad_a = grad_a;
+  r.grad_b = grad_b;
+  return r;
+}
+
+/// pair_terms for any logits: −inf logits (a class ruled out), inf or NaN
+/// (carried into the result, as torch carries them) and the Jensen-Shannon
+/// divergence, every 0 · (±inf or NaN) of a zero-probability class guarded.
+/// About twenty logit-sized temporaries: pair_terms gives it a few rows at
+/// a time where a memory bound matters.
+template <typename Options>
+PairTerms guarded_pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor& lpa, const at::Tensor& lpb,
+                             const at::Tensor& ya, const at::Tensor& yb, const at::Tensor& la, const at::Tensor& lb,
+                             const at::Tensor& kp, const Options& o, bool with_grad, double wt, double wd,
+                             const at::Tensor& grad_a, const at::Tensor& grad_b) {
+  const int64_t c = a.size(-1);
+  const at::Tensor pa = lpa.exp(), pb = lpb.exp();
   // The smoothed target distribution, made in the logits' dtype by one
   // scatter (no [.., C] one-hot of int64).
-  const bool exclude = o.smoothing_style() == SmoothingStyle::ExcludeTarget;
-  const double off = exclude ? (c > 1 ? eps / static_cast<double>(c - 1) : 0.0) : eps / static_cast<double>(c);
-  const double on = exclude ? 1 - eps : 1 - eps + off;
+  const TargetValues q = target_values(o, c);
+  const double off = q.off, on = q.on;
   const auto target = [&](const at::Tensor& yl, const at::Tensor& labeled) {
     return at::full(a.sizes(), off, a.options())
         .scatter_(-1, at::where(labeled, yl, at::zeros({}, yl.options())).unsqueeze(-1), on);
@@ -723,7 +808,50 @@ PairTerms pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor
       r.grad_a += at::where(kp1, wd * da, zero);
       r.grad_b += at::where(kp1, wd * db, zero);
     }
+    if (grad_a.defined()) r.grad_a = grad_a.copy_(r.grad_a);
+    if (grad_b.defined()) r.grad_b = grad_b.copy_(r.grad_b);
   }
+  return r;
+}
+
+
+/// The task and divergence sums of pairs of logit rows a, b [..., C] (as
+/// tensors on their device), and with weights (wt, wd, times scale) their
+/// gradients: CE with smoothing on the labeled rows (la, lb), the divergence
+/// on the kept pairs (kp). Where grad_a / grad_b are given (a's and b's
+/// shape, the compute dtype; they may be a and b themselves: the logits are
+/// read before a gradient is written), the gradients are written into them
+/// and no more than three logit-sized temporaries are made at once.
+template <typename Options>
+PairTerms pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor& ya, const at::Tensor& yb,
+                     const at::Tensor& la, const at::Tensor& lb, const at::Tensor& kp, const Options& o,
+                     bool with_grad, double wt, double wd, const at::Tensor& grad_a = {},
+                     const at::Tensor& grad_b = {}) {
+  at::Tensor lpa = at::log_softmax(a, -1), lpb = at::log_softmax(bb, -1);
+  // A row's Σ log p is finite exactly when all its log p are (each ≤ 0):
+  // the smoothing term needs the sums, and they decide the path.
+  const at::Tensor sum_a = lpa.sum(-1), sum_b = lpb.sum(-1);
+  if (o.divergence() != Divergence::JensenShannon &&
+      (at::isfinite(sum_a).all() & at::isfinite(sum_b).all()).item<bool>()) {
+    return finite_pair_terms(std::move(lpa), std::move(lpb), sum_a, sum_b, ya, yb, la, lb, kp, o, with_grad, wt, wd,
+                             grad_a, grad_b);
+  }
+  if (!grad_a.defined()) return guarded_pair_terms(a, bb, lpa, lpb, ya, yb, la, lb, kp, o, with_grad, wt, wd, {}, {});
+  // A sixteenth of the rows at a time keeps the guarded path's temporaries
+  // near one logit-sized tensor.
+  const int64_t n = a.size(0), rows = std::max<int64_t>(1, (n + 15) / 16);
+  PairTerms r;
+  for (int64_t first = 0; first < n; first += rows) {
+    const int64_t k = std::min(rows, n - first);
+    const auto part = [&](const at::Tensor& x) { return x.narrow(0, first, k); };
+    const PairTerms p = guarded_pair_terms(part(a), part(bb), part(lpa), part(lpb), part(ya), part(yb), part(la),
+                                           part(lb), part(kp), o, with_grad, wt, wd, part(grad_a), part(grad_b));
+    r.task_sum = first == 0 ? p.task_sum : r.task_sum + p.task_sum;
+    r.divergence_sum = first == 0 ? p.divergence_sum : r.divergence_sum + p.divergence_sum;
+  }
+  if (n == 0) r = guarded_pair_terms(a, bb, lpa, lpb, ya, yb, la, lb, kp, o, with_grad, wt, wd, grad_a, grad_b);
+  r.grad_a = grad_a;
+  r.grad_b = grad_b;
   return r;
 }
 
@@ -759,6 +887,7 @@ Masks masks(const at::Tensor& labels, const at::Tensor& mask, int64_t b, int64_t
 template <typename Options>
 double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& mask, const Options& o,
              const RDropCounts& counts, at::Tensor* grad, double scale) {
+  const at::NoGradGuard analytic;  // the gradients are written out: nothing for autograd to record
   const bool two_byte = logits.scalar_type() == at::kBFloat16 || logits.scalar_type() == at::kHalf;
   // Contiguous first: reductions over a strided view may add in another
   // order, and every layout of the same values must give the same bits.
@@ -784,6 +913,7 @@ double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at::Tenso
 template <typename Options>
 double row_target(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& mask, const Options& o,
                   const RDropCounts& counts, bool multi_label, at::Tensor* grad, double scale) {
+  const at::NoGradGuard analytic;  // the gradients are written out: nothing for autograd to record
   const bool two_byte = logits.scalar_type() == at::kBFloat16 || logits.scalar_type() == at::kHalf;
   const at::Tensor x = logits.to(two_byte ? at::kFloat : logits.scalar_type()).contiguous();
   const int64_t rows = x.size(0), b = rows / 2, k = x.size(-1), t = x.dim() == 3 ? x.size(1) : 1;
@@ -856,6 +986,7 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
               const at::Tensor& mask, const Options& o, const RDropCounts& counts, Sweep sweep,
               const at::Tensor& grad_hidden, const at::Tensor& grad_weight, const at::Tensor& grad_bias, double scale,
               const char* where) {
+  const at::NoGradGuard analytic;  // the gradients are written out: nothing for autograd to record
   // The products in the inputs' dtype as documented, also under autocast
   // (which would multiply float inputs in a 2-byte type).
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
@@ -871,12 +1002,12 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
   const auto scales = scales_of(o, counts);
   const bool with_grad = grad_hidden.defined();
   // A pair's share of the chunk: its two rows of logits in the compute
-  // dtype (the fused sweep writes their gradient over them; the ATen sweep
-  // makes about eight temporaries of that size) and, where the product's
-  // dtype differs, the product's logits and gradient in it.
+  // dtype (both sweeps write their gradient over them; the ATen sweep makes
+  // up to two more of that size, pair_terms) and, where the product's dtype
+  // differs, the product's logits and gradient in it.
   const auto size_of = [](at::ScalarType type) { return static_cast<std::size_t>(c10::elementSize(type)); };
   const std::size_t per_pair = 2 * static_cast<std::size_t>(v) *
-                               ((sweep == Sweep::Fused ? 1 : 8) * size_of(compute) +
+                               ((sweep == Sweep::Fused ? 1 : 3) * size_of(compute) +
                                 (product == compute ? 0 : 2 * size_of(product)));
   const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(o.chunk_bytes() / std::max<std::size_t>(per_pair, 1)));
   const at::Tensor wp = w.to(product), bp = bias.defined() ? bias.to(product) : bias;
@@ -902,12 +1033,15 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
       fused_value += fused_chunk(zc, y, keep, o, counts, with_grad, scale, where);
       gz = zc;  // its gradient, written over it
     } else {
+      // The gradient written over the logits, as the fused sweep writes it:
+      // pair_terms reads them only before it writes its gradients.
+      if (with_grad) gz = zc;
       const PairTerms r = pair_terms(zc.narrow(0, 0, n), zc.narrow(0, n, n), ya.narrow(0, first, n),
                                      yb.narrow(0, first, n), la.narrow(0, first, n), lb.narrow(0, first, n),
-                                     kp.narrow(0, first, n), o, with_grad, scale * scales.task, scale * scales.divergence);
+                                     kp.narrow(0, first, n), o, with_grad, scale * scales.task, scale * scales.divergence,
+                                     with_grad ? gz.narrow(0, 0, n) : at::Tensor(), with_grad ? gz.narrow(0, n, n) : at::Tensor());
       task += r.task_sum;
       divergence += r.divergence_sum;
-      if (with_grad) gz = at::cat({r.grad_a, r.grad_b});
     }
     if (with_grad) {
       const at::Tensor g = gz.to(product);

@@ -718,7 +718,10 @@ TEST_CASE("2-byte gradients under loss scaling are rounded once: the float gradi
   const at::Tensor exact = dg * scale;
   const at::Tensor float_error = (at_scale.to(at::kDouble) - exact).abs();
   const int digits = dtype == at::kBFloat16 ? 8 : 11, min_exponent = dtype == at::kBFloat16 ? -126 : -14;
-  const at::Tensor exponent = at::floor(at::log2(exact.abs())).clamp_min(min_exponent);
+  // The unit of the larger of the two: rounding the float gradient moves it
+  // by half a unit of its own binade, which may be the one above exact's.
+  const at::Tensor exponent =
+      at::floor(at::log2(at::maximum(exact.abs(), at_scale.to(at::kDouble).abs()))).clamp_min(min_exponent);
   const at::Tensor half_ulp = at::pow(2.0, exponent - digits);  // half of 2^(e - digits + 1)
   const at::Tensor bound = half_ulp + float_error + 1e-300;
   const auto beyond_one_rounding = [&](const at::Tensor& got) {
@@ -1284,6 +1287,64 @@ TEST_CASE("The ATen path of linear_loss, a chunk of pairs at a time, equals the 
       }
     }
   }
+}
+
+TEST_CASE("A class ruled out by a -inf bias: the ATen path's guarded sweep, a few rows at a time, equals the "
+          "fused kernels and torch's composition",
+          "[torch][aten][edge]") {
+  // Its logits are -inf in every row, so every chunk leaves the ATen path's
+  // finite sweep for the guarded one, which works through the chunk's rows
+  // in blocks: 40 pairs make blocks of several rows.
+  const int64_t b = 8, t = 5, d = 6, v = 9;
+  const auto dtype = GENERATE(at::kDouble, at::kFloat);
+  const Divergence divergence = GENERATE(Divergence::SymmetricKL, Divergence::KL, Divergence::JensenShannon);
+  const std::size_t chunk_bytes = GENERATE(std::size_t(4000), std::size_t(64) << 20);
+  torch::manual_seed(93);
+  const at::Tensor hidden = torch::randn({2 * b, t, d}).to(dtype), weight = torch::randn({v, d}).to(dtype);
+  at::Tensor bias = torch::randn({v}).to(dtype);
+  bias[4] = -std::numeric_limits<double>::infinity();
+  at::Tensor y = torch::randint(0, 4, {b, t}, torch::kLong);  // never the ruled-out class
+  y[0][0] = -100;
+  const auto options = rdrop::torch::LinearLossTorchOptions()
+                           .layout(Layout::Stacked)
+                           .normalization(Normalization::Sum)
+                           .divergence(divergence)
+                           .alpha(2.5)
+                           .chunk_bytes(chunk_bytes);
+  const auto run = [&](const std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>& loss) {
+    const at::Tensor h = hidden.clone().requires_grad_(true), w = weight.clone().requires_grad_(true),
+                     bb = bias.clone().requires_grad_(true);
+    const at::Tensor value = loss(h, w, bb);
+    value.backward();
+    return std::vector<at::Tensor>{value.detach(), h.grad(), w.grad(), bb.grad()};
+  };
+  const auto with_path = [&](rdrop::torch::Path path) {
+    return run([&](const at::Tensor& h, const at::Tensor& w, const at::Tensor& bb) {
+      return rdrop::torch::linear_loss(h, w, bb, y, rdrop::torch::LinearLossTorchOptions(options).path(path));
+    });
+  };
+  const auto fused = with_path(rdrop::torch::Path::Fused), aten = with_path(rdrop::torch::Path::ATen);
+  // torch's own ops give NaN here (kl_div's 0 · (-inf - -inf)): its
+  // reference is the same loss without the ruled-out class, whose softmax
+  // share is exactly 0; autograd gives its weight row and bias 0.
+  const at::Tensor kept = torch::tensor({0, 1, 2, 3, 5, 6, 7, 8}, torch::kLong);
+  const auto composition = run([&](const at::Tensor& h, const at::Tensor& w, const at::Tensor& bb) {
+    const at::Tensor logits = at::linear(h, w.index_select(0, kept), bb.index_select(0, kept));
+    return torch_rdrop(logits.reshape({-1, v - 1}), y.reshape({-1}),
+                       rdrop::torch::RDropLossOptions()
+                           .layout(Layout::Stacked)
+                           .normalization(Normalization::Sum)
+                           .divergence(divergence)
+                           .alpha(2.5));
+  });
+  const double tol = dtype == at::kDouble ? 1e-12 : 1e-5;
+  for (std::size_t i = 0; i < fused.size(); ++i) {
+    INFO("output " << i);
+    CHECK(at::isfinite(aten[i]).all().item<bool>());
+    CHECK(close(aten[i], fused[i], tol));
+    CHECK(close(aten[i], composition[i], tol));
+  }
+  CHECK(aten[3][4].item<double>() == 0);  // nothing flows to the ruled-out class
 }
 
 TEST_CASE("2-byte linear_loss: bfloat16 and half hidden states and weights, products in that dtype, the loss in "
