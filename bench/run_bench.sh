@@ -298,7 +298,7 @@ set logscale xy
 set key top left
 set grid
 plot "$memory_dat" using 1:3 with linespoints lw 2 title "unfused (logits of the batch)", \
-     "$memory_dat" using 1:2 with linespoints lw 2 title "fused (RDropLinearLoss, default 64 MiB chunk)"
+     "$memory_dat" using 1:2 with linespoints lw 2 title "fused (RDropLinearLoss, default chunk)"
 GP
   cp "$memory_png" "$results/linear_memory.png"
   echo "plot:  $memory_png (also bench/results/linear_memory.png)" >&2

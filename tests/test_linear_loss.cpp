@@ -467,6 +467,34 @@ TEMPLATE_TEST_CASE("RDropLinearLoss refuses bad input before writing anything", 
                     Contains("'grad_hidden'"));
   CHECK(untouched());
   CHECK_THROWS_WITH(rdrop::RDropLinearLoss<S>({}, rdrop::LinearLossOptions{0, false}), Contains("chunk_bytes"));
+  CHECK_THROWS_WITH(rdrop::RDropLinearLoss<S>({}, rdrop::LinearLossOptions{1 << 20, false, 0}),
+                    Contains("'linear.chunk_pairs' is 0"));
+}
+
+TEMPLATE_TEST_CASE("A chunk takes as many pairs as chunk_bytes holds, at most chunk_pairs and at least one",
+                   "[linear]", float, double) {
+  using S = TestType;
+  const auto pairs_of = [](rdrop::LinearLossOptions lo, Index v, Index d) {
+    return rdrop::RDropLinearLoss<S>({}, lo).ChunkPairs(v, d);
+  };
+  // The defaults, 256 MiB and 512 pairs: 2P·(V + 2D)·sizeof(S) bytes for P pairs.
+  const Index bytes = Index(256) << 20, size = sizeof(S);
+  CHECK(pairs_of({}, 128256, 256) == bytes / (2 * (128256 + 512) * size));  // 260 (float), 130 (double)
+  CHECK(pairs_of({}, 32000, 256) == std::min<Index>(512, bytes / (2 * (32000 + 512) * size)));
+  CHECK(pairs_of({}, 32000, 256) == 512);  // 1032 (float) and 516 (double) would fit
+  CHECK(pairs_of({}, 10, 4) == 512);
+  CHECK(pairs_of({std::size_t(1), false, 512}, 10, 4) == 1);
+  CHECK(pairs_of({std::size_t(1) << 30, false, 7}, 10, 4) == 7);
+
+  // Three pairs a chunk, by either limit: the same chunks, the same bits.
+  const Index pairs = 8, d = 5, v = 9;
+  const Head<S> h = random_head<S>(pairs, d, v, 12);
+  const Eigen::VectorXi labels = ref::random_labels(pairs, static_cast<int>(v), 13);
+  const rdrop::RDropLinearLoss<S> by_bytes({}, {chunk_bytes<S>(3, v, d), false, 512});
+  const rdrop::RDropLinearLoss<S> by_pairs({}, {std::size_t(1) << 30, false, 3});
+  REQUIRE(by_bytes.ChunkPairs(v, d) == 3);
+  REQUIRE(by_pairs.ChunkPairs(v, d) == 3);
+  CHECK(same_bits(fused(by_bytes, h, true, labels), fused(by_pairs, h, true, labels)));
 }
 
 TEMPLATE_TEST_CASE("RDropLinearLoss skips pairs without terms and handles empty batches", "[linear]", float, double) {

@@ -15,7 +15,7 @@ int main() {
   options.normalization = rdrop::Normalization::Fairseq;
   options.padding_index = 0;
   rdrop::LinearLossOptions linear;
-  linear.chunk_bytes = 64 << 10;  // 64 KiB: 15 positions per chunk here (the default is 64 MiB)
+  linear.chunk_bytes = 64 << 10;  // 64 KiB: 15 positions per chunk here (the default is 256 MiB)
   linear.accumulate = true;       // add ∂W into the embedding's gradient
   const rdrop::RDropLinearLoss<float> loss(options, linear);
 

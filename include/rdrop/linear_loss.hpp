@@ -41,11 +41,17 @@ struct LinearLossOptions {
   /// Bytes for one chunk's buffers: the logits of its 2P rows (overwritten
   /// by their gradient), its hidden states and their gradient,
   /// 2P·(V + 2D)·sizeof(Scalar) for P pairs, V classes, hidden size D.
-  /// The chunk takes as many pairs as fit, and at least one.
-  std::size_t chunk_bytes = std::size_t(64) << 20;
+  /// The chunk takes as many pairs as fit, up to chunk_pairs, and at least
+  /// one. 256 MiB: 256 pairs at 128256 classes (D = 256), below which the
+  /// products slow down (docs/linear_loss.md, "Choosing the chunk").
+  std::size_t chunk_bytes = std::size_t(256) << 20;
   /// Add the gradients into the outputs instead of overwriting them (for
   /// accumulating micro-batches); the outputs must then have their shapes.
   bool accumulate = false;
+  /// The most pairs a chunk takes, however many chunk_bytes would hold:
+  /// 512 pairs (1024 rows) already run the products at the speed of the
+  /// whole batch's; more would only hold more memory.
+  std::size_t chunk_pairs = 512;
 };
 
 namespace detail {
@@ -146,12 +152,15 @@ class RDropLinearLoss {
 
  public:
   /// Throws std::invalid_argument where RDropLoss would, and for a
-  /// chunk_bytes of 0.
+  /// chunk_bytes or chunk_pairs of 0.
   explicit RDropLinearLoss(RDropOptions<Scalar> options = {}, LinearLossOptions linear = {},
                            Divergence divergence = Divergence())
       : loss_(options, std::move(divergence)), linear_(linear) {
     if (linear_.chunk_bytes == 0) {
       detail::fail("RDropLinearLoss::RDropLinearLoss", "argument 'linear.chunk_bytes' is 0; expected > 0");
+    }
+    if (linear_.chunk_pairs == 0) {
+      detail::fail("RDropLinearLoss::RDropLinearLoss", "argument 'linear.chunk_pairs' is 0; expected > 0");
     }
   }
 
@@ -162,10 +171,12 @@ class RDropLinearLoss {
   /// The loss applied to the logits of each chunk.
   const Loss& loss() const { return loss_; }
 
-  /// Pairs per chunk for V classes and hidden size D (see chunk_bytes).
+  /// Pairs per chunk for V classes and hidden size D (see chunk_bytes and
+  /// chunk_pairs).
   Eigen::Index ChunkPairs(Eigen::Index classes, Eigen::Index hidden_size) const {
     const std::size_t per_pair = 2 * static_cast<std::size_t>(classes + 2 * hidden_size) * sizeof(Scalar);
-    return std::max<Eigen::Index>(1, static_cast<Eigen::Index>(linear_.chunk_bytes / std::max<std::size_t>(per_pair, 1)));
+    const std::size_t fit = linear_.chunk_bytes / std::max<std::size_t>(per_pair, 1);
+    return static_cast<Eigen::Index>(std::clamp<std::size_t>(fit, 1, linear_.chunk_pairs));
   }
 
   /// The loss of the logits H·Wᵀ + b (bias: a vector of V, or no_bias).

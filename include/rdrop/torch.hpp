@@ -264,11 +264,17 @@ class LinearLossTorchOptions : public RDropSettings<LinearLossTorchOptions> {
   /// rdrop::LinearLossOptions::chunk_bytes).
   LinearLossTorchOptions& chunk_bytes(std::size_t value) { return set(chunk_bytes_, value); }
   /// The bytes of logits and their gradient held at a time; 256 MiB by
-  /// default (the Eigen API's 64 MiB chunks are too thin for ATen's
-  /// products at 128k classes: docs/torch.md).
+  /// default, as the Eigen API's.
   std::size_t chunk_bytes() const noexcept { return chunk_bytes_; }
   /// The chunk size, to assign (`options.chunk_bytes() = …`), as TORCH_ARG gives it.
   std::size_t& chunk_bytes() noexcept { return chunk_bytes_; }
+  /// Sets the most pairs a chunk takes (see rdrop::LinearLossOptions::chunk_pairs).
+  LinearLossTorchOptions& chunk_pairs(std::size_t value) { return set(chunk_pairs_, value); }
+  /// The most pairs a chunk takes, however many chunk_bytes would hold; 512
+  /// by default, as the Eigen API's.
+  std::size_t chunk_pairs() const noexcept { return chunk_pairs_; }
+  /// The most pairs a chunk takes, to assign, as TORCH_ARG gives it.
+  std::size_t& chunk_pairs() noexcept { return chunk_pairs_; }
   /// Sets which library multiplies the matrices on the CPU's fused path.
   LinearLossTorchOptions& products(Products value) { return set(products_, value); }
   /// Which library multiplies the matrices on the CPU's fused path (Products::Auto by default).
@@ -277,7 +283,8 @@ class LinearLossTorchOptions : public RDropSettings<LinearLossTorchOptions> {
   Products& products() noexcept { return products_; }
 
  private:
-  std::size_t chunk_bytes_ = std::size_t(256) << 20;
+  std::size_t chunk_bytes_ = LinearLossOptions{}.chunk_bytes;
+  std::size_t chunk_pairs_ = LinearLossOptions{}.chunk_pairs;
   Products products_ = Products::Auto;
 };
 
@@ -642,14 +649,19 @@ rdrop::detail::TermScales<double> scales_of(const Options& o, const RDropCounts&
   return rdrop::detail::term_scales<double>(o.normalization(), o.alpha(), counts);
 }
 
-/// wt · task + wd · divergence as one 0-dim tensor, read with one device
-/// synchronization; the divergence is left out at α = 0, as the fused path
-/// leaves it (0 · inf would be NaN).
+/// wt · task + wd · divergence (numbers or 0-dim tensors); the divergence
+/// is left out at α = 0, as the fused path leaves it (0 · inf would be NaN).
+template <typename T, typename Options>
+T combine(const T& task, const T& divergence, const rdrop::detail::TermScales<double>& w, const Options& o) {
+  if (o.alpha() > 0) return w.task * task + w.divergence * divergence;
+  return w.task * task;
+}
+
+/// combine() of 0-dim tensors, read with one device synchronization.
 template <typename Options>
 double total(const at::Tensor& task, const at::Tensor& divergence, const rdrop::detail::TermScales<double>& w,
              const Options& o) {
-  if (o.alpha() > 0) return (w.task * task + w.divergence * divergence).item<double>();
-  return (w.task * task).item<double>();
+  return combine(task, divergence, w, o).template item<double>();
 }
 
 /// What pair_terms computes: the task and divergence sums (0-dim tensors on
@@ -747,29 +759,31 @@ PairTerms finite_pair_terms(at::Tensor lpa, at::Tensor lpb, const at::Tensor& su
 /// About twenty logit-sized temporaries: pair_terms gives it a few rows at
 /// a time where a memory bound matters.
 template <typename Options>
-PairTerms guarded_pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor& lpa, const at::Tensor& lpb,
-                             const at::Tensor& ya, const at::Tensor& yb, const at::Tensor& la, const at::Tensor& lb,
+PairTerms guarded_pair_terms(const at::Tensor& lpa, const at::Tensor& lpb, const at::Tensor& ya, const at::Tensor& yb,
+                             const at::Tensor& ka, const at::Tensor& kb, const at::Tensor& la, const at::Tensor& lb,
                              const at::Tensor& kp, const Options& o, bool with_grad, double wt, double wd,
                              const at::Tensor& grad_a, const at::Tensor& grad_b) {
-  const int64_t c = a.size(-1);
+  const int64_t c = lpa.size(-1);
   const at::Tensor pa = lpa.exp(), pb = lpb.exp();
   // The smoothed target distribution, made in the logits' dtype by one
   // scatter (no [.., C] one-hot of int64).
   const TargetValues q = target_values(o, c);
   const double off = q.off, on = q.on;
   const auto target = [&](const at::Tensor& yl, const at::Tensor& labeled) {
-    return at::full(a.sizes(), off, a.options())
+    return at::full(lpa.sizes(), off, lpa.options())
         .scatter_(-1, at::where(labeled, yl, at::zeros({}, yl.options())).unsqueeze(-1), on);
   };
   const at::Tensor qa = target(ya, la), qb = target(yb, lb);
-  const at::Tensor zero = at::zeros({}, a.options());
+  const at::Tensor zero = at::zeros({}, lpa.options());
   PairTerms r;
   r.task_sum = at::where(la, -weighted(qa, lpa).sum(-1), zero).sum() + at::where(lb, -weighted(qb, lpb).sum(-1), zero).sum();
-  // log p − log q from the logits' difference, where the copies' near
-  // agreement costs no precision ((a − b) is exact where they are close),
-  // and p − q = −p·expm1(−(log p − log q)) likewise.
+  // log p − log q from the log-probabilities, each exact to a unit of its
+  // own size (log_softmax shifts by the row's max first; a difference of
+  // log-sum-exps would carry a unit of the largest logit's: 1e-3 at 1e4 in
+  // float). A class ruled out in both copies gives NaN here, dropped by
+  // `weighted` as p = 0.
   at::Tensor d, da, db;
-  const at::Tensor log_ratio = (a - bb) - (at::logsumexp(a, -1, true) - at::logsumexp(bb, -1, true));
+  const at::Tensor log_ratio = lpa - lpb;
   const at::Tensor kl_ab_terms = weighted(pa, log_ratio), kl_ba_terms = weighted(pb, -log_ratio);
   // -p·expm1(-(log p − log q)) where the copies are close (no cancellation),
   // p − q where they are not (expm1 would overflow for a large log-ratio).
@@ -790,7 +804,9 @@ PairTerms guarded_pair_terms(const at::Tensor& a, const at::Tensor& bb, const at
       break;
     }
     case Divergence::JensenShannon: {
-      const at::Tensor lm = at::log(0.5 * (pa + pb));
+      // log ½(p + q) in log space: ½(p + q) underflows to 0 where p is the
+      // least denormal and q is 0, and p · (log p − log 0) would be inf.
+      const at::Tensor lm = at::logaddexp(lpa, lpb) - std::log(2.0);
       const at::Tensor ta = weighted(pa, lpa - lm), tb = weighted(pb, lpb - lm);
       const at::Tensor kla = ta.sum(-1, true), klb = tb.sum(-1, true);
       d = 0.5 * (kla + klb).squeeze(-1);
@@ -802,8 +818,10 @@ PairTerms guarded_pair_terms(const at::Tensor& a, const at::Tensor& bb, const at
   r.divergence_sum = at::where(kp, d, zero).sum();
   if (with_grad) {
     const at::Tensor la1 = la.unsqueeze(-1), lb1 = lb.unsqueeze(-1), kp1 = kp.unsqueeze(-1);
-    r.grad_a = at::where(la1, wt * (pa - qa), zero);
-    r.grad_b = at::where(lb1, wt * (pb - qb), zero);
+    // A kept row without a label gets 0 · p, as the fused kernels and
+    // torch's cross_entropy give it: NaN where its softmax is NaN.
+    r.grad_a = at::where(la1, wt * (pa - qa), at::where(ka.unsqueeze(-1), pa * 0, zero));
+    r.grad_b = at::where(lb1, wt * (pb - qb), at::where(kb.unsqueeze(-1), pb * 0, zero));
     if (wd != 0) {  // no divergence term: 0 · (its gradient) may be 0 · inf
       r.grad_a += at::where(kp1, wd * da, zero);
       r.grad_b += at::where(kp1, wd * db, zero);
@@ -818,13 +836,15 @@ PairTerms guarded_pair_terms(const at::Tensor& a, const at::Tensor& bb, const at
 /// The task and divergence sums of pairs of logit rows a, b [..., C] (as
 /// tensors on their device), and with weights (wt, wd, times scale) their
 /// gradients: CE with smoothing on the labeled rows (la, lb), the divergence
-/// on the kept pairs (kp). Where grad_a / grad_b are given (a's and b's
-/// shape, the compute dtype; they may be a and b themselves: the logits are
-/// read before a gradient is written), the gradients are written into them
-/// and no more than three logit-sized temporaries are made at once.
+/// on the kept pairs (kp; ka, kb: the kept rows). Where grad_a / grad_b
+/// are given (a's and b's shape, the compute dtype; they may be a and b
+/// themselves: only the log-probabilities are read after the first two
+/// operations), the gradients are written into them and no more than three
+/// logit-sized temporaries are made at once.
 template <typename Options>
 PairTerms pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor& ya, const at::Tensor& yb,
-                     const at::Tensor& la, const at::Tensor& lb, const at::Tensor& kp, const Options& o,
+                     const at::Tensor& ka, const at::Tensor& kb, const at::Tensor& la, const at::Tensor& lb,
+                     const at::Tensor& kp, const Options& o,
                      bool with_grad, double wt, double wd, const at::Tensor& grad_a = {},
                      const at::Tensor& grad_b = {}) {
   at::Tensor lpa = at::log_softmax(a, -1), lpb = at::log_softmax(bb, -1);
@@ -836,7 +856,9 @@ PairTerms pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor
     return finite_pair_terms(std::move(lpa), std::move(lpb), sum_a, sum_b, ya, yb, la, lb, kp, o, with_grad, wt, wd,
                              grad_a, grad_b);
   }
-  if (!grad_a.defined()) return guarded_pair_terms(a, bb, lpa, lpb, ya, yb, la, lb, kp, o, with_grad, wt, wd, {}, {});
+  if (!grad_a.defined()) {
+    return guarded_pair_terms(lpa, lpb, ya, yb, ka, kb, la, lb, kp, o, with_grad, wt, wd, {}, {});
+  }
   // A sixteenth of the rows at a time keeps the guarded path's temporaries
   // near one logit-sized tensor.
   const int64_t n = a.size(0), rows = std::max<int64_t>(1, (n + 15) / 16);
@@ -844,12 +866,13 @@ PairTerms pair_terms(const at::Tensor& a, const at::Tensor& bb, const at::Tensor
   for (int64_t first = 0; first < n; first += rows) {
     const int64_t k = std::min(rows, n - first);
     const auto part = [&](const at::Tensor& x) { return x.narrow(0, first, k); };
-    const PairTerms p = guarded_pair_terms(part(a), part(bb), part(lpa), part(lpb), part(ya), part(yb), part(la),
-                                           part(lb), part(kp), o, with_grad, wt, wd, part(grad_a), part(grad_b));
+    const PairTerms p = guarded_pair_terms(part(lpa), part(lpb), part(ya), part(yb), part(ka),
+                                           part(kb), part(la), part(lb), part(kp), o, with_grad, wt, wd, part(grad_a),
+                                           part(grad_b));
     r.task_sum = first == 0 ? p.task_sum : r.task_sum + p.task_sum;
     r.divergence_sum = first == 0 ? p.divergence_sum : r.divergence_sum + p.divergence_sum;
   }
-  if (n == 0) r = guarded_pair_terms(a, bb, lpa, lpb, ya, yb, la, lb, kp, o, with_grad, wt, wd, grad_a, grad_b);
+  if (n == 0) r = guarded_pair_terms(lpa, lpb, ya, yb, ka, kb, la, lb, kp, o, with_grad, wt, wd, grad_a, grad_b);
   r.grad_a = grad_a;
   r.grad_b = grad_b;
   return r;
@@ -896,7 +919,8 @@ double rdrop(const at::Tensor& logits, const at::Tensor& labels, const at::Tenso
   const auto [a, bb] = copies(x.reshape({rows, t, c}), o.layout());
   const Masks m = masks(labels, mask, b, t, x.device(), o);
   const auto w = scales_of(o, counts);
-  const PairTerms r = pair_terms(a, bb, m.ya, m.yb, m.la, m.lb, m.kp, o, grad != nullptr, w.task, w.divergence);
+  const PairTerms r =
+      pair_terms(a, bb, m.ya, m.yb, m.ka, m.kb, m.la, m.lb, m.kp, o, grad != nullptr, w.task, w.divergence);
   const double value = total(r.task_sum, r.divergence_sum, w, o);
   if (grad != nullptr) {
     const at::Tensor g =
@@ -1009,10 +1033,13 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
   const std::size_t per_pair = 2 * static_cast<std::size_t>(v) *
                                ((sweep == Sweep::Fused ? 1 : 3) * size_of(compute) +
                                 (product == compute ? 0 : 2 * size_of(product)));
-  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(o.chunk_bytes() / std::max<std::size_t>(per_pair, 1)));
+  const int64_t chunk = static_cast<int64_t>(
+      std::clamp<std::size_t>(o.chunk_bytes() / std::max<std::size_t>(per_pair, 1), 1, std::max<std::size_t>(o.chunk_pairs(), 1)));
   const at::Tensor wp = w.to(product), bp = bias.defined() ? bias.to(product) : bias;
   const at::Tensor wpt = wp.t();
-  at::Tensor task = at::zeros({}, h.options().dtype(compute)), divergence = task.clone();
+  // The chunks' sums added up in double on the host (one read a chunk): a
+  // float sum over thousands of chunks drifts by more than 1e-5.
+  double task = 0, divergence = 0;
   double fused_value = 0;
   at::Tensor gha, ghb, gw, gb;
   if (with_grad) {
@@ -1036,12 +1063,14 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
       // The gradient written over the logits, as the fused sweep writes it:
       // pair_terms reads them only before it writes its gradients.
       if (with_grad) gz = zc;
-      const PairTerms r = pair_terms(zc.narrow(0, 0, n), zc.narrow(0, n, n), ya.narrow(0, first, n),
-                                     yb.narrow(0, first, n), la.narrow(0, first, n), lb.narrow(0, first, n),
-                                     kp.narrow(0, first, n), o, with_grad, scale * scales.task, scale * scales.divergence,
-                                     with_grad ? gz.narrow(0, 0, n) : at::Tensor(), with_grad ? gz.narrow(0, n, n) : at::Tensor());
-      task += r.task_sum;
-      divergence += r.divergence_sum;
+      const auto part = [&](const at::Tensor& x) { return x.narrow(0, first, n); };
+      const PairTerms r = pair_terms(zc.narrow(0, 0, n), zc.narrow(0, n, n), part(ya), part(yb), part(ka), part(kb),
+                                     part(la), part(lb), part(kp), o, with_grad, scale * scales.task,
+                                     scale * scales.divergence, with_grad ? gz.narrow(0, 0, n) : at::Tensor(),
+                                     with_grad ? gz.narrow(0, n, n) : at::Tensor());
+      const at::Tensor sums = at::stack({r.task_sum, r.divergence_sum}).to(at::kCPU).to(at::kDouble);
+      task += sums[0].item<double>();
+      divergence += sums[1].item<double>();
     }
     if (with_grad) {
       const at::Tensor g = gz.to(product);
@@ -1063,7 +1092,8 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
     grad_weight.copy_(gw);
     if (bias.defined()) grad_bias.copy_(gb);
   }
-  return sweep == Sweep::Fused ? fused_value : total(task, divergence, scales, o);
+  if (sweep == Sweep::Fused) return fused_value;
+  return combine(task, divergence, scales, o);
 }
 
 }  // namespace aten
@@ -1413,6 +1443,7 @@ inline RDropCounts check_linear_like_fused(const at::Tensor& h, const at::Tensor
     using S = rdrop::detail::compute_t<typename std::decay_t<decltype(tag)>::type>;
     LinearLossOptions linear;
     linear.chunk_bytes = o.chunk_bytes();
+    linear.chunk_pairs = o.chunk_pairs();
     const rdrop::RDropLinearLoss<S> loss(options_in<S>(o), linear);
     const Eigen::Map<const RowMajor<S>> weight_shape(nullptr, w.size(0), w.size(1));
     return with_labels(cpu_labels, where, [&](const auto& y) {
@@ -1440,6 +1471,7 @@ inline double linear_run(const at::Tensor& h, const at::Tensor& w, const at::Ten
     using S = typename std::decay_t<decltype(tag)>::type;
     LinearLossOptions linear;
     linear.chunk_bytes = o.chunk_bytes();
+    linear.chunk_pairs = o.chunk_pairs();
     const Eigen::Map<const RowMajor<S>> wm(data_of<S>(w), w.size(0), w.size(1));
     const bool with_grad = g.hidden.defined();
     const auto run = [&](auto loss) {

@@ -927,9 +927,9 @@ TEST_CASE("Options in torch's style: each chained setter sets what it names, def
   CHECK(defaults.threads() == 0);
   CHECK(defaults.divergence() == Divergence::SymmetricKL);
   CHECK(defaults.loss_scale() == 1.0);
-  // 256 MiB, not the Eigen API's 64: ATen's products want chunks of a few
-  // hundred pairs at 128k classes (docs/torch.md, "Products and chunks").
+  // The Eigen API's chunk: 256 MiB, at most 512 pairs.
   CHECK(LinearLossTorchOptions().chunk_bytes() == (std::size_t(256) << 20));
+  CHECK(LinearLossTorchOptions().chunk_pairs() == 512);
   CHECK(LinearLossTorchOptions().products() == rdrop::torch::Products::Auto);
 
   const auto o = RDropLossOptions()
@@ -955,8 +955,10 @@ TEST_CASE("Options in torch's style: each chained setter sets what it names, def
   CHECK(o.loss_scale() == 8.0);
 
   // The derived class's own setting anywhere in a chain.
-  const auto lo = LinearLossTorchOptions().chunk_bytes(1 << 20).alpha(2).layout(Layout::Stacked).chunk_bytes(1 << 16);
+  const auto lo =
+      LinearLossTorchOptions().chunk_bytes(1 << 20).alpha(2).layout(Layout::Stacked).chunk_bytes(1 << 16).chunk_pairs(9);
   CHECK(lo.chunk_bytes() == (1u << 16));
+  CHECK(lo.chunk_pairs() == 9);
   CHECK(lo.alpha() == 2.0);
   const LinearLossTorchOptions from_rdrop = o;
   CHECK(from_rdrop.alpha() == 4.0);
@@ -1249,7 +1251,9 @@ TEST_CASE("The ATen path of linear_loss, a chunk of pairs at a time, equals the 
                                          .label_smoothing(0.1)
                                          .alpha(1.3)
                                          .padding_index(sequence ? 0 : rdrop::no_padding)
-                                         .chunk_bytes(chunk_bytes);
+                                         .chunk_bytes(chunk_bytes)
+                                         // the large budget's chunks cut by chunk_pairs
+                                         .chunk_pairs(chunk_bytes > 3000 ? 4 : 512);
                 const auto run = [&](rdrop::torch::Path path) {
                   const at::Tensor h = hidden.clone().requires_grad_(true), w = weight.clone().requires_grad_(true),
                                    bb = bias.clone().requires_grad_(true);
@@ -1521,5 +1525,92 @@ TEST_CASE("Found by a hostile review: autocast, empty vocabularies, far-apart co
   SECTION("options converted between rdrop_loss and linear_loss keep their path") {
     CHECK(rdrop::torch::LinearLossTorchOptions(rdrop::torch::RDropLossOptions().path(Path::ATen)).path() == Path::ATen);
     CHECK(rdrop::torch::RDropLossOptions(rdrop::torch::LinearLossTorchOptions().path(Path::Fused)).path() == Path::Fused);
+  }
+}
+
+TEST_CASE("Found by a hostile review of the ATen sweeps: large logits beside a -inf, a denormal against 0 in "
+          "Jensen-Shannon, NaN in an unlabeled row at alpha 0, the sum over many chunks",
+          "[torch][aten][edge]") {
+  using rdrop::torch::Path;
+  const auto value_and_grads = [](const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& loss) {
+    const at::Tensor z = x.clone().requires_grad_(true);
+    const at::Tensor value = loss(z);
+    value.backward();
+    return std::pair<at::Tensor, at::Tensor>{value.detach(), z.grad()};
+  };
+  SECTION("logits near 1e4 with a -inf in a masked-out pair: the guarded sweep as exact as the finite one") {
+    // log p - log q was a difference of log-sum-exps, each rounded to a unit
+    // of the largest logit (1e-3 at 1e4 in float): 4.9e-4 off the fused path.
+    torch::manual_seed(11);
+    const int64_t b = 8, c = 10;
+    const at::Tensor a = torch::randn({b, c}, torch::kDouble) * 2 + 1e4;
+    at::Tensor x = at::cat({a, a + 1e-3 * torch::randn({b, c}, torch::kDouble)}).to(torch::kFloat);
+    x[b - 1][0] = -std::numeric_limits<float>::infinity();
+    const at::Tensor y = torch::randint(0, c, {b}, torch::kLong);
+    at::Tensor mask = torch::ones({b}, torch::kLong);
+    mask[b - 1] = 0;
+    for (const Divergence divergence : {Divergence::KL, Divergence::SymmetricKL}) {
+      const auto o = rdrop::torch::RDropLossOptions().layout(Layout::Stacked).divergence(divergence).normalization(
+          Normalization::Sum);
+      const auto run = [&](Path path) {
+        return value_and_grads(x, [&](const at::Tensor& z) {
+          return rdrop::torch::rdrop_loss(z, y, rdrop::torch::RDropLossOptions(o).path(path), mask);
+        });
+      };
+      const auto [fused_value, fused_grad] = run(Path::Fused);
+      const auto [aten_value, aten_grad] = run(Path::ATen);
+      CHECK(close(aten_value, fused_value, 1e-5));
+      CHECK(close(aten_grad, fused_grad, 1e-5));
+    }
+  }
+  SECTION("Jensen-Shannon where one copy's probability is the least denormal and the other's 0") {
+    // ½(p + q) rounded to 0: log 0 = -inf, and p · inf was an infinite loss.
+    at::Tensor x = torch::zeros({4, 4}, torch::kFloat);
+    x[0][1] = -101.9;  // p = 1.4e-45
+    x[2][1] = -300;    // q = 0
+    const at::Tensor y = torch::tensor({0, 2}, torch::kLong);
+    const auto o = rdrop::torch::RDropLossOptions()
+                       .layout(Layout::Stacked)
+                       .divergence(Divergence::JensenShannon)
+                       .normalization(Normalization::Sum);
+    const auto run = [&](Path path) {
+      return value_and_grads(
+          x, [&](const at::Tensor& z) { return rdrop::torch::rdrop_loss(z, y, rdrop::torch::RDropLossOptions(o).path(path)); });
+    };
+    const auto [fused_value, fused_grad] = run(Path::Fused);
+    const auto [aten_value, aten_grad] = run(Path::ATen);
+    CHECK(at::isfinite(aten_grad).all().item<bool>());
+    CHECK(close(aten_value, fused_value, 1e-6));
+    CHECK(close(aten_grad, fused_grad, 1e-6));
+  }
+  SECTION("alpha 0: a kept row without a label that holds NaN gets NaN, as the fused path and cross_entropy give") {
+    torch::manual_seed(13);
+    at::Tensor x = torch::randn({4, 3});
+    x[1][2] = std::numeric_limits<float>::quiet_NaN();
+    const at::Tensor y = torch::tensor({0, -100, 2, 1}, torch::kLong);  // per row: row 1 unlabeled
+    const auto grad = [&](Path path) {
+      return value_and_grads(x, [&](const at::Tensor& z) {
+               return rdrop::torch::rdrop_loss(z, y, rdrop::torch::RDropLossOptions().alpha(0).path(path));
+             })
+          .second;
+    };
+    const at::Tensor fused = grad(Path::Fused), aten = grad(Path::ATen);
+    CHECK(at::equal(at::isnan(aten), at::isnan(fused)));
+    CHECK(at::isnan(aten[1]).all().item<bool>());
+    const at::Tensor finite = at::isfinite(fused);
+    CHECK(close(aten.masked_select(finite), fused.masked_select(finite), 1e-6));
+  }
+  SECTION("linear_loss over 10000 chunks: the chunks' sums added in double") {
+    // Added in a float tensor, the value drifted by 2e-6 relative.
+    torch::manual_seed(16);
+    const int64_t b = 10000, d = 4, v = 3;
+    const at::Tensor h = torch::randn({2 * b, d}, torch::kDouble), w = torch::randn({v, d}, torch::kDouble) * 3;
+    const at::Tensor y = torch::randint(0, v, {b}, torch::kLong);
+    const auto o = rdrop::torch::LinearLossTorchOptions().chunk_pairs(1).normalization(Normalization::Sum);
+    const double exact = rdrop::torch::linear_loss(h, w, {}, y, o).item<double>();
+    const double aten =
+        rdrop::torch::linear_loss(h.to(torch::kFloat), w.to(torch::kFloat), {}, y, rdrop::torch::LinearLossTorchOptions(o).path(Path::ATen))
+            .item<double>();
+    CHECK(std::abs(aten - exact) <= 5e-7 * std::abs(exact));
   }
 }
