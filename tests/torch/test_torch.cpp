@@ -1403,6 +1403,35 @@ TEST_CASE("2-byte linear_loss: bfloat16 and half hidden states and weights, prod
       CHECK(close(hinted[i].to(at::kDouble) / s, reference[i], tol));
     }
   }
+  SECTION("views: hidden states expanded from one position (stride 0) and overlapping, a transposed weight, read as "
+          "the values they show") {
+    const at::Tensor buffer = torch::randn({2 * b * t + d}).to(dtype), wt = weight.t().contiguous();
+    const auto grads_of = [&](bool contiguous) {
+      const at::Tensor base = buffer.clone().requires_grad_(true), w_base = wt.clone().requires_grad_(true);
+      at::Tensor overlapping = base.unfold(0, d, 1).narrow(0, 0, 2 * b * t).view({2 * b, t, d});  // rows one apart
+      at::Tensor w = w_base.t();
+      if (contiguous) {
+        overlapping = overlapping.contiguous();
+        w = w.contiguous();
+      }
+      const at::Tensor value = rdrop::torch::linear_loss(overlapping, w, {}, y, options);
+      value.backward();
+      return std::vector<at::Tensor>{value.detach(), base.grad(), w_base.grad()};
+    };
+    const auto view = grads_of(false), copy = grads_of(true);
+    for (std::size_t i = 0; i < view.size(); ++i) CHECK(at::equal(view[i], copy[i]));
+    const at::Tensor one = hidden[0][0].clone().requires_grad_(true);
+    const at::Tensor expanded = rdrop::torch::linear_loss(one.expand({2 * b, t, d}), weight, {}, y, options);
+    const at::Tensor copied = rdrop::torch::linear_loss(one.expand({2 * b, t, d}).contiguous(), weight, {}, y, options);
+    CHECK(at::equal(expanded, copied));
+  }
+  SECTION("differentiating through the backward raises") {
+    const at::Tensor h = hidden.clone().requires_grad_(true);
+    const at::Tensor value = rdrop::torch::linear_loss(h, weight, {}, y, options);
+    const at::Tensor g = torch::autograd::grad({value}, {h}, {}, /*retain_graph=*/true, /*create_graph=*/true)[0];
+    CHECK(g.scalar_type() == dtype);
+    CHECK_THROWS_WITH(g.to(at::kFloat).sum().backward(), Catch::Contains("not differentiable"));
+  }
 }
 
 TEST_CASE("Devices: tensors on two devices are refused naming both arguments; Path::Fused refuses a tensor off the "
