@@ -233,8 +233,11 @@ for shape in LINEAR_SHAPES:
 for shape in LINEAR_SHAPES:
     fused, unfused = f"BM_LinearRDrop_Fused/{shape}/1", f"BM_LinearRDrop_Unfused/{shape}/1"
     if fused in peak_mib and unfused in peak_mib:
+        # Issue 12's 1/16 held at the former 64 MiB chunk; issue 23 traded
+        # memory for speed (256 MiB, at most 512 pairs: 0.10 and 0.19 here,
+        # docs/linear_loss.md "Choosing the chunk").
         checks.append((f"LinearRDrop peak memory Fused / Unfused, {shape}", peak_mib[fused] / peak_mib[unfused],
-                       peak_mib[fused] / peak_mib[unfused], "<=", 1 / 16))
+                       peak_mib[fused] / peak_mib[unfused], "<=", 1 / 4))
 small, large = "BM_LinearRDrop_Fused/2048/64/32000/1", "BM_LinearRDrop_Fused/4096/64/32000/1"
 if small in peak_mib and large in peak_mib:
     checks.append(("LinearRDrop peak memory Fused, 4096 / 2048 pairs", peak_mib[large] / peak_mib[small],
