@@ -153,7 +153,7 @@ class RDropLinearLoss {
  public:
   /// Throws std::invalid_argument where RDropLoss would, and for a
   /// chunk_bytes or chunk_pairs of 0.
-  explicit RDropLinearLoss(RDropOptions<Scalar> options = {}, LinearLossOptions linear = {},
+  explicit RDropLinearLoss(RDropOptions<Scalar> options = {}, const LinearLossOptions& linear = {},
                            Divergence divergence = Divergence())
       : loss_(options, std::move(divergence)), linear_(linear) {
     if (linear_.chunk_bytes == 0) {
