@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <string>
 #include <utility>
 
 namespace {
@@ -294,6 +295,10 @@ void BM_TorchLinear(benchmark::State& state) {
   auto o = rdrop::torch::LinearLossTorchOptions().layout(rdrop::Layout::Stacked).alpha(kAlpha);
   if (Form == LinearForm::FusedEigen) o.products(rdrop::torch::Products::Eigen);
   if (Form == LinearForm::ATenPath) o.path(rdrop::torch::Path::ATen);
+  // The chunk's limits from the environment, to choose their defaults by
+  // measurement (bench/README.md); unset: the library's defaults.
+  if (const char* pairs_env = std::getenv("RDROP_BENCH_CHUNK_PAIRS")) o.chunk_pairs(std::stoull(pairs_env));
+  if (const char* bytes_env = std::getenv("RDROP_BENCH_CHUNK_BYTES")) o.chunk_bytes(std::stoull(bytes_env));
   rdrop::torch::release_linear_buffers();
   with_memory_counters(state, [&] {
     rdrop_bench::run_wall_clock(state, 2.0 * static_cast<double>(pairs * vocab), 4.0, [&] {

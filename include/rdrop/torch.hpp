@@ -590,19 +590,22 @@ const T& held(const c10::IValue& v) {
 }
 
 /// The fused kernels' R-Drop loss of one chunk of linear_loss: logits z
-/// [2n, V] (CPU, contiguous, float or double), the chunk's first copies then
+/// [2n, V] (CPU, contiguous; float, double or 2-byte, which the kernels read
+/// and write themselves, computing in float), the chunk's first copies then
 /// its second (Stacked), with their labels (int64) and kept rows (bool),
 /// normalized by the whole batch's `counts`; scale · its gradient written
-/// over z when with_grad. Returns the chunk's share of the loss.
+/// over z (rounded once to z's dtype) when with_grad. Returns the chunk's
+/// share of the loss.
 template <typename Options>
 double fused_chunk(const at::Tensor& z, const at::Tensor& labels, const at::Tensor& keep, const Options& o,
                    const RDropCounts& counts, bool with_grad, double scale, const char* where) {
-  return dispatch<false>(z, where, "hidden", [&](auto tag) {
-    using S = typename decltype(tag)::type;
+  return dispatch<true>(z, where, "hidden", [&](auto tag) {
+    using E = typename decltype(tag)::type;
+    using S = rdrop::detail::compute_t<E>;
     RDropOptions<S> options = options_in<S>(o);
     options.layout = Layout::Stacked;
-    const Eigen::Map<const RowMajor<S>> x(data_of<S>(z), z.size(0), z.size(1));
-    Rows<S> g(mutable_data_of<S>(z), z.size(0), z.size(1));
+    const Eigen::Map<const RowMajor<E>> x(data_of<E>(z), z.size(0), z.size(1));
+    Rows<E> g(mutable_data_of<E>(z), z.size(0), z.size(1));
     const Eigen::Map<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> y(labels.data_ptr<std::int64_t>(),
                                                                               labels.numel());
     const auto run = [&](const auto& loss) {
@@ -990,7 +993,7 @@ double row_target(const at::Tensor& logits, const at::Tensor& targets, const at:
 /// How linear() turns a chunk's logits into its terms and their gradient.
 enum class Sweep {
   ATen,  ///< pair_terms: ATen operations, any device
-  Fused  ///< the fused kernels (fused_chunk): CPU, float or double logits
+  Fused  ///< the fused kernels (fused_chunk): CPU, logits in any dtype they read
 };
 
 /// The linear loss of hidden [2B, D] or [2B, T, D], weight [V, D] and bias
@@ -1000,8 +1003,10 @@ enum class Sweep {
 /// before the next chunk, so that no logits of the whole batch are held.
 /// Products run in the inputs' dtype (2-byte: float accumulation, as torch
 /// multiplies; half on the CPU, where torch has no half product: in
-/// float), the loss and the logits' gradient in float (2-byte) or the
-/// inputs' dtype; ∂W and ∂b add up over the chunks in that compute dtype.
+/// float), the loss and the logits' gradient computed in float (2-byte) or
+/// the inputs' dtype (the fused sweep holds 2-byte logits and writes their
+/// gradient over them in the product's dtype, rounded once, as the products
+/// take it); ∂W and ∂b add up over the chunks in that compute dtype.
 /// scale · the gradients are written into grad_* when they are defined.
 template <typename Options>
 double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& labels,
@@ -1014,6 +1019,11 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const at::ScalarType compute = is_two_byte(h) ? at::kFloat : h.scalar_type();
   const at::ScalarType product = h.scalar_type() == at::kHalf && h.device().is_cpu() ? at::kFloat : h.scalar_type();
+  // The fused kernels read 2-byte logits and write their gradient over them
+  // themselves, so the fused sweep's logits stay in the product's dtype: no
+  // float copy of a 2-byte chunk to make, hold and round back (a third of
+  // a bf16 step at 128256 classes).
+  const at::ScalarType logits_type = sweep == Sweep::Fused ? product : compute;
   const int64_t rows = h.size(0), b = rows / 2, d = h.size(-1), t = h.dim() == 3 ? h.size(1) : 1, v = w.size(0);
   const int64_t pairs = b * t;
   const auto [ha3, hb3] = copies(h.reshape({rows, t, d}), o.layout());
@@ -1023,14 +1033,14 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
                    la = m.la.reshape({-1}), lb = m.lb.reshape({-1}), kp = m.kp.reshape({-1});
   const auto scales = scales_of(o, counts);
   const bool with_grad = grad_hidden.defined();
-  // A pair's share of the chunk: its two rows of logits in the compute
-  // dtype (both sweeps write their gradient over them; the ATen sweep makes
-  // up to two more of that size, pair_terms) and, where the product's dtype
-  // differs, the product's logits and gradient in it.
+  // A pair's share of the chunk: its two rows of logits (both sweeps write
+  // their gradient over them; the ATen sweep makes up to two more of that
+  // size, pair_terms) and, where the product's dtype differs, the
+  // product's logits and gradient in it.
   const auto size_of = [](at::ScalarType type) { return static_cast<std::size_t>(c10::elementSize(type)); };
   const std::size_t per_pair = 2 * static_cast<std::size_t>(v) *
-                               ((sweep == Sweep::Fused ? 1 : 3) * size_of(compute) +
-                                (product == compute ? 0 : 2 * size_of(product)));
+                               ((sweep == Sweep::Fused ? 1 : 3) * size_of(logits_type) +
+                                (product == logits_type ? 0 : 2 * size_of(product)));
   const int64_t chunk = static_cast<int64_t>(
       std::clamp<std::size_t>(o.chunk_bytes() / std::max<std::size_t>(per_pair, 1), 1, std::max<std::size_t>(o.chunk_pairs(), 1)));
   const at::Tensor wp = w.to(product), bp = bias.defined() ? bias.to(product) : bias;
@@ -1050,7 +1060,7 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
     const int64_t n = std::min(chunk, pairs - first);
     // The chunk's first copies, then its second: [2n, D] and logits [2n, V].
     const at::Tensor hc = at::cat({ha.narrow(0, first, n), hb.narrow(0, first, n)}).to(product);
-    const at::Tensor zc = (bp.defined() ? at::addmm(bp, hc, wpt) : at::mm(hc, wpt)).to(compute);
+    const at::Tensor zc = (bp.defined() ? at::addmm(bp, hc, wpt) : at::mm(hc, wpt)).to(logits_type);
     at::Tensor gz;
     if (sweep == Sweep::Fused) {
       const at::Tensor y = at::cat({ya.narrow(0, first, n), yb.narrow(0, first, n)});
@@ -1080,7 +1090,7 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
       } else {
         gw.add_(at::mm(g.t(), hc));  // a 2-byte product, added up in float
       }
-      if (bias.defined()) gb.add_(gz.sum(0));
+      if (bias.defined()) gb.add_(gz.sum(0, false, compute));
     }
   }
   if (with_grad) {
