@@ -16,7 +16,7 @@ packages=(
   debhelper lintian           # tools/build-deb.sh, tools/test-deb.sh: the Debian package
   openmpi-bin libopenmpi-dev  # rdrop::mpi (rdrop/mpi.hpp), the data-parallel classifier and their tests
   libtorch-dev                # rdrop::torch (rdrop/torch.hpp), the torch classifier and their tests
-  libopenblas0-pthread        # libtorch's float products leave the reference BLAS (about 7x, docs/torch.md)
+  libopenblas0-openmp         # libtorch's float products leave the reference BLAS (about 7x), on OpenMP's threads (docs/torch.md)
   diatheke sword-text-sparv sword-text-web  # the translation example's Bible text (Spanish RV1909, English WEB)
   sentencepiece                             # the translation example's tokenizer (spm_train; its C++ library is not linked: examples/translation/pieces.hpp)
 )
@@ -35,3 +35,20 @@ if ((${#missing[@]} > 0)); then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# Debian's libtorch multiplies through whichever libblas.so.3 / liblapack.so.3
+# the alternatives point at. OpenBLAS's OpenMP build shares OpenMP's threads
+# with torch and rdrop (at::set_num_threads reaches it); where the pthread
+# build is also installed it has the higher priority, so an alternative left
+# in auto mode is pointed at the OpenMP build. A choice made by hand stays.
+for alt in libblas.so.3 liblapack.so.3; do
+  name=$alt-$(gcc -print-multiarch)
+  target=/usr/lib/$(gcc -print-multiarch)/openblas-openmp/$alt
+  query=$(update-alternatives --query "$name" 2>/dev/null) || continue
+  if grep -qx 'Status: auto' <<<"$query" && ! grep -qx "Value: $target" <<<"$query" && [[ -e $target ]]; then
+    echo "rdrop: pointing $name at OpenBLAS's OpenMP build ($target)"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo update-alternatives --quiet --set "$name" "$target"
+  fi
+done
