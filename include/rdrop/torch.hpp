@@ -1041,8 +1041,13 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
   const std::size_t per_pair = 2 * static_cast<std::size_t>(v) *
                                ((sweep == Sweep::Fused ? 1 : 3) * size_of(logits_type) +
                                 (product == logits_type ? 0 : 2 * size_of(product)));
+  // A 2-byte ∂W product ([V, D], added to the float sum) is made once a
+  // chunk whatever its rows: it comes out of the budget first, so that a
+  // bfloat16 step's peak stays within the chunk's bytes as a float one's.
+  const std::size_t per_chunk = product == compute || !with_grad ? 0 : static_cast<std::size_t>(v * d) * size_of(product);
+  const std::size_t budget = o.chunk_bytes() > per_chunk ? o.chunk_bytes() - per_chunk : 0;
   const int64_t chunk = static_cast<int64_t>(
-      std::clamp<std::size_t>(o.chunk_bytes() / std::max<std::size_t>(per_pair, 1), 1, std::max<std::size_t>(o.chunk_pairs(), 1)));
+      std::clamp<std::size_t>(budget / std::max<std::size_t>(per_pair, 1), 1, std::max<std::size_t>(o.chunk_pairs(), 1)));
   const at::Tensor wp = w.to(product), bp = bias.defined() ? bias.to(product) : bias;
   const at::Tensor wpt = wp.t();
   // The chunks' sums added up in double on the host (one read a chunk): a
