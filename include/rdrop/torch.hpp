@@ -1054,7 +1054,7 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
   // float sum over thousands of chunks drifts by more than 1e-5.
   double task = 0, divergence = 0;
   double fused_value = 0;
-  at::Tensor gha, ghb, gw, gb;
+  at::Tensor gha, ghb, gw, gb, products, weight_product;
   if (with_grad) {
     gha = at::empty({pairs, d}, h.options());
     ghb = at::empty({pairs, d}, h.options());
@@ -1065,7 +1065,17 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
     const int64_t n = std::min(chunk, pairs - first);
     // The chunk's first copies, then its second: [2n, D] and logits [2n, V].
     const at::Tensor hc = at::cat({ha.narrow(0, first, n), hb.narrow(0, first, n)}).to(product);
-    const at::Tensor zc = (bp.defined() ? at::addmm(bp, hc, wpt) : at::mm(hc, wpt)).to(logits_type);
+    // Every chunk's product goes to one buffer: a fresh one a chunk is
+    // mapped and faulted in anew (glibc maps what exceeds 32 MiB), half a
+    // second of a 6 s float step at 5120 × 256 × 32000.
+    if (!products.defined()) products = at::empty({2 * std::min(chunk, pairs), v}, w.options().dtype(product));
+    at::Tensor zp = products.narrow(0, 0, 2 * n);
+    if (bp.defined()) {
+      at::addmm_out(zp, bp, hc, wpt);
+    } else {
+      at::mm_out(zp, hc, wpt);
+    }
+    const at::Tensor zc = zp.to(logits_type);
     at::Tensor gz;
     if (sweep == Sweep::Fused) {
       const at::Tensor y = at::cat({ya.narrow(0, first, n), yb.narrow(0, first, n)});
@@ -1092,8 +1102,9 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
       ghb.narrow(0, first, n).copy_(ghc.narrow(0, n, n));
       if (product == compute) {
         gw.addmm_(g.t(), hc);
-      } else {
-        gw.add_(at::mm(g.t(), hc));  // a 2-byte product, added up in float
+      } else {  // a 2-byte product, added up in float
+        if (!weight_product.defined()) weight_product = at::empty({v, d}, w.options().dtype(product));
+        gw.add_(at::mm_out(weight_product, g.t(), hc));
       }
       if (bias.defined()) gb.add_(gz.sum(0, false, compute));
     }
