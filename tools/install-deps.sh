@@ -21,6 +21,9 @@ packages=(
   sentencepiece                             # the translation example's tokenizer (spm_train; its C++ library is not linked: examples/translation/pieces.hpp)
 )
 
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -30,8 +33,6 @@ done
 
 if ((${#missing[@]} > 0)); then
   echo "rdrop: installing ${missing[*]}"
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
@@ -41,14 +42,13 @@ fi
 # with torch and rdrop (at::set_num_threads reaches it); where the pthread
 # build is also installed it has the higher priority, so an alternative left
 # in auto mode is pointed at the OpenMP build. A choice made by hand stays.
+arch=$(gcc -print-multiarch)
 for alt in libblas.so.3 liblapack.so.3; do
-  name=$alt-$(gcc -print-multiarch)
-  target=/usr/lib/$(gcc -print-multiarch)/openblas-openmp/$alt
+  name=$alt-$arch
+  target=/usr/lib/$arch/openblas-openmp/$alt
   query=$(update-alternatives --query "$name" 2>/dev/null) || continue
   if grep -qx 'Status: auto' <<<"$query" && ! grep -qx "Value: $target" <<<"$query" && [[ -e $target ]]; then
     echo "rdrop: pointing $name at OpenBLAS's OpenMP build ($target)"
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo update-alternatives --quiet --set "$name" "$target"
   fi
 done

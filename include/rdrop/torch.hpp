@@ -1054,8 +1054,14 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
   // float sum over thousands of chunks drifts by more than 1e-5.
   double task = 0, divergence = 0;
   double fused_value = 0;
-  at::Tensor gha, ghb, gw, gb, products, weight_product;
+  // Every chunk's product goes to one buffer (and a 2-byte ∂W product to
+  // another): a fresh one a chunk is mapped and faulted in anew (glibc maps
+  // what exceeds 32 MiB), half a second of a 6 s float step at
+  // 5120 × 256 × 32000.
+  const at::Tensor products = at::empty({2 * std::min(chunk, pairs), v}, w.options().dtype(product));
+  at::Tensor gha, ghb, gw, gb, weight_product;
   if (with_grad) {
+    if (product != compute) weight_product = at::empty({v, d}, w.options().dtype(product));
     gha = at::empty({pairs, d}, h.options());
     ghb = at::empty({pairs, d}, h.options());
     gw = at::zeros({v, d}, w.options().dtype(compute));
@@ -1065,10 +1071,6 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
     const int64_t n = std::min(chunk, pairs - first);
     // The chunk's first copies, then its second: [2n, D] and logits [2n, V].
     const at::Tensor hc = at::cat({ha.narrow(0, first, n), hb.narrow(0, first, n)}).to(product);
-    // Every chunk's product goes to one buffer: a fresh one a chunk is
-    // mapped and faulted in anew (glibc maps what exceeds 32 MiB), half a
-    // second of a 6 s float step at 5120 × 256 × 32000.
-    if (!products.defined()) products = at::empty({2 * std::min(chunk, pairs), v}, w.options().dtype(product));
     at::Tensor zp = products.narrow(0, 0, 2 * n);
     if (bp.defined()) {
       at::addmm_out(zp, bp, hc, wpt);
@@ -1103,7 +1105,6 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
       if (product == compute) {
         gw.addmm_(g.t(), hc);
       } else {  // a 2-byte product, added up in float
-        if (!weight_product.defined()) weight_product = at::empty({v, d}, w.options().dtype(product));
         gw.add_(at::mm_out(weight_product, g.t(), hc));
       }
       if (bias.defined()) gb.add_(gz.sum(0, false, compute));
