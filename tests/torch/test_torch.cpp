@@ -1369,7 +1369,8 @@ TEST_CASE("2-byte linear_loss: bfloat16 and half hidden states and weights, prod
                            .label_smoothing(0.1)
                            .padding_index(0)
                            .normalization(Normalization::Fairseq)
-                           .chunk_bytes(20000)  // several chunks
+                           .chunk_bytes(20000)
+                           .chunk_pairs(5)  // several chunks on every path, the last one narrower
                            .path(path);
   const auto run = [&](at::ScalarType type, double grad_output, double loss_scale) {
     // Fresh leaves each run (to() of the same dtype returns the tensor itself).
@@ -1431,6 +1432,48 @@ TEST_CASE("2-byte linear_loss: bfloat16 and half hidden states and weights, prod
     const at::Tensor g = torch::autograd::grad({value}, {h}, {}, /*retain_graph=*/true, /*create_graph=*/true)[0];
     CHECK(g.scalar_type() == dtype);
     CHECK_THROWS_WITH(g.to(at::kFloat).sum().backward(), Catch::Contains("not differentiable"));
+  }
+}
+
+TEST_CASE("2-byte linear_loss at the edges: a class ruled out by a -inf bias, logits near 1e4, an empty batch; "
+          "the fused path (2-byte logits read and written by the kernels) against the ATen path (float logits)",
+          "[torch][two_byte][edge]") {
+  const int64_t b = 5, d = 8, v = 11, ruled_out = 4;
+  const auto dtype = GENERATE(at::kBFloat16, at::kHalf);
+  const double size = GENERATE(1.0, 1e3);  // at 1e3 the logits reach about 1e4
+  torch::manual_seed(73);
+  const at::Tensor hidden = torch::randn({2 * b, d}).to(dtype), weight = (size * torch::randn({v, d})).to(dtype);
+  at::Tensor bias = torch::zeros({v});
+  bias[ruled_out] = -std::numeric_limits<float>::infinity();
+  bias = bias.to(dtype);
+  at::Tensor y = torch::randint(0, v, {b}, torch::kLong);
+  y = at::where(y == ruled_out, at::zeros_like(y), y);
+  const auto options = rdrop::torch::LinearLossTorchOptions().alpha(1.5).chunk_pairs(2);  // chunks of 2, 2 and 1
+  const auto run = [&](const at::Tensor& h0, const at::Tensor& labels, rdrop::torch::Path path) {
+    const at::Tensor h = h0.clone().requires_grad_(true), w = weight.clone().requires_grad_(true),
+                     bb = bias.clone().requires_grad_(true);
+    const at::Tensor value = rdrop::torch::linear_loss(h, w, bb, labels, rdrop::torch::LinearLossTorchOptions(options).path(path));
+    value.backward();
+    return std::vector<at::Tensor>{value.detach(), h.grad(), w.grad(), bb.grad()};
+  };
+  INFO(c10::toString(dtype) << ", weight × " << size);
+  const auto fused = run(hidden, y, rdrop::torch::Path::Fused), aten = run(hidden, y, rdrop::torch::Path::ATen);
+  const double tol = dtype == at::kBFloat16 ? 2e-2 : 4e-3;
+  for (std::size_t i = 0; i < fused.size(); ++i) {
+    INFO("output " << i);
+    CHECK(at::isfinite(fused[i]).all().item<bool>());
+    CHECK(close(fused[i], aten[i], tol));
+  }
+  CHECK(fused[3][ruled_out].item<double>() == 0);  // nothing flows to the ruled-out class
+  CHECK(fused[2][ruled_out].abs().max().item<double>() == 0);
+  SECTION("an empty batch: loss 0, empty and zero gradients, on both paths") {
+    for (const auto path : {rdrop::torch::Path::Fused, rdrop::torch::Path::ATen}) {
+      const auto empty = run(hidden.narrow(0, 0, 0), y.narrow(0, 0, 0), path);
+      CHECK(empty[0].item<double>() == 0);
+      CHECK(empty[1].numel() == 0);
+      CHECK(empty[2].abs().max().item<double>() == 0);
+      CHECK(empty[3].abs().max().item<double>() == 0);
+    }
   }
 }
 
