@@ -76,7 +76,7 @@ def fmt(s):
 ctx = report.get("context", {})
 reps = report["benchmarks"][0].get("repetitions", "?")
 out = [f"Run {ctx.get('date', '?')} on {ctx.get('num_cpus', '?')} CPUs; {reps} interleaved repetitions per "
-       "benchmark, forward + backward, wall-clock time.", "",
+       "benchmark, forward + backward, wall-clock time.", f"BLAS: {ctx.get('blas', '?')}.", "",
        "| benchmark | min | median | peak memory |", "|---|---:|---:|---:|"]
 for n in order:
     peak = f"{peaks[n] / 2**20:.1f} MiB" if n in peaks else "-"

@@ -42,8 +42,12 @@ fi
 # with torch and rdrop (at::set_num_threads reaches it); where the pthread
 # build is also installed it has the higher priority, so an alternative left
 # in auto mode is pointed at the OpenMP build. A choice made by hand stays.
+# libopenblas.so.0 too: the OpenMP build's libblas.so.3 finds its kernels
+# through $ORIGIN, which is /usr/lib/<arch> when it is loaded through the
+# alternative's link, so it loads whatever libopenblas.so.0 points at there
+# (the pthread build, left in auto mode).
 arch=$(gcc -print-multiarch)
-for alt in libblas.so.3 liblapack.so.3; do
+for alt in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
   name=$alt-$arch
   target=/usr/lib/$arch/openblas-openmp/$alt
   query=$(update-alternatives --query "$name" 2>/dev/null) || continue

@@ -261,10 +261,10 @@ void BM_Torch_LinearFresh(benchmark::State& state) { linear_step<true>(state); }
 /// peak_bytes is this repetition's own (with_memory_counters).
 enum class LinearForm { Fused, FusedEigen, ATenPath, Composition, ProductsOnly };
 
-/// at::set_num_threads does not reach the BLAS of Debian's libtorch (built
-/// against the generic libblas.so.3): OpenBLAS, where it is the one loaded,
-/// takes every core unless told otherwise. Tells it, so that a benchmark's
-/// thread count holds for its products too.
+/// at::set_num_threads reaches OpenBLAS's OpenMP build but not its pthread
+/// build, which takes every core unless told otherwise (Debian's libtorch
+/// multiplies through whichever libblas.so.3 is installed). Tells it, so
+/// that a benchmark's thread count holds for its products too.
 void set_blas_threads(int threads) {
   using SetThreads = void (*)(int);
   if (auto* set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(threads);
@@ -362,6 +362,15 @@ const bool registered = [] {
   return true;
 }();
 
+/// The BLAS torch multiplies with, for the run's context: OpenBLAS's
+/// configuration (USE_OPENMP for its OpenMP build) or that it is another.
+std::string blas_in_use() {
+  at::mm(at::ones({2, 2}), at::ones({2, 2}));  // loads the BLAS where torch loads it lazily
+  using GetConfig = char* (*)();
+  if (auto* config = reinterpret_cast<GetConfig>(dlsym(RTLD_DEFAULT, "openblas_get_config"))) return config();
+  return "not OpenBLAS (e.g. the reference BLAS: see docs/torch.md, \"Which BLAS\")";
+}
+
 }  // namespace
 
 // Freed memory stays in the heap for every form alike: glibc otherwise
@@ -376,6 +385,7 @@ int main(int argc, char** argv) {
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("blas", blas_in_use());
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
