@@ -1466,6 +1466,15 @@ TEST_CASE("2-byte linear_loss at the edges: a class ruled out by a -inf bias, lo
   }
   CHECK(fused[3][ruled_out].item<double>() == 0);  // nothing flows to the ruled-out class
   CHECK(fused[2][ruled_out].abs().max().item<double>() == 0);
+  SECTION("value only: with grad mode off both paths give the value they give with gradients") {
+    const torch::NoGradGuard no_grad;
+    for (const auto& [path, expected] : {std::pair(rdrop::torch::Path::Fused, fused[0]), std::pair(rdrop::torch::Path::ATen, aten[0])}) {
+      const at::Tensor value =
+          rdrop::torch::linear_loss(hidden, weight, bias, y, rdrop::torch::LinearLossTorchOptions(options).path(path));
+      CHECK_FALSE(value.requires_grad());
+      CHECK(close(value, expected, 1e-6));
+    }
+  }
   SECTION("an empty batch: loss 0, empty and zero gradients, on both paths") {
     for (const auto path : {rdrop::torch::Path::Fused, rdrop::torch::Path::ATen}) {
       const auto empty = run(hidden.narrow(0, 0, 0), y.narrow(0, 0, 0), path);
