@@ -519,6 +519,51 @@ TEMPLATE_TEST_CASE("RDropLinearLoss skips pairs without terms and handles empty 
   CHECK(gw.isZero(0));
 }
 
+TEMPLATE_TEST_CASE("RDropLinearLoss: a row without terms never reaches the products, whatever its hidden state",
+                   "[linear][mask]", float, double) {
+  using S = TestType;
+  const Index pairs = 4, d = 3, v = 5;
+  const Head<S> h = random_head<S>(pairs, d, v, 131);
+  const Eigen::VectorXi labels = ref::random_labels(pairs, static_cast<int>(v), 132);
+  // Interleaved rows 2k, 2k + 1. A per-row mask hiding one copy of pair 1
+  // (row 3): no divergence for that pair, row 2 keeps its task term, and
+  // row 3 has no term at all, so its hidden state must not matter. A
+  // per-sample mask hides pair 2 (rows 4, 5) entirely.
+  Eigen::VectorXi row_mask = Eigen::VectorXi::Ones(2 * pairs);
+  row_mask(3) = 0;
+  Eigen::VectorXi sample_mask = Eigen::VectorXi::Ones(pairs);
+  sample_mask(2) = 0;
+  const rdrop::RDropLinearLoss<S> loss;
+  for (const S junk : {std::numeric_limits<S>::quiet_NaN(), std::numeric_limits<S>::infinity(), S(1e30)}) {
+    INFO("the masked rows' hidden states hold " << junk);
+    Head<S> dirty = h, clean = h;
+    dirty.hidden.row(3).setConstant(junk);
+    clean.hidden.row(3).setZero();
+    const Grads<S> got = fused(loss, dirty, true, labels, row_mask), want = fused(loss, clean, true, labels, row_mask);
+    CHECK(std::isfinite(got.value));
+    CHECK(got.weight.allFinite());
+    CHECK(got.bias.allFinite());
+    CHECK(got.hidden.allFinite());
+    CHECK(got.hidden.row(3).isZero(0));
+    check_close(got, want, 0);
+    // The whole pair masked: the same as the batch without it.
+    Head<S> dirty_pair = h;
+    dirty_pair.hidden.row(4).setConstant(junk);
+    dirty_pair.hidden.row(5).setConstant(junk);
+    const Grads<S> masked = fused(loss, dirty_pair, true, labels, sample_mask);
+    Head<S> without = h;
+    without.hidden = Matrix<S>(2 * (pairs - 1), d);
+    without.hidden << h.hidden.topRows(4), h.hidden.bottomRows(2);
+    Eigen::VectorXi labels_without(pairs - 1);
+    labels_without << labels.head(2), labels.tail(1);
+    const Grads<S> left_out = fused(loss, without, true, labels_without);
+    CHECK(masked.value == Approx(left_out.value).epsilon(1e-6));
+    CHECK(masked.weight.isApprox(left_out.weight, S(1e-5)));
+    CHECK(masked.bias.isApprox(left_out.bias, S(1e-5)));
+    CHECK(masked.hidden.middleRows(4, 2).isZero(0));
+  }
+}
+
 namespace {
 template <typename S>
 void check_extreme_logits() {

@@ -519,9 +519,21 @@ class RDropLinearLoss {
       const Eigen::Index p = std::min(chunk, live_pairs - c0), n = 2 * p;
       const auto pair_at = [&](Eigen::Index i) { return live[static_cast<std::size_t>(c0 + i)]; };
       for (Eigen::Index i = 0; i < p; ++i) {
-        const detail::PairRows r = plan.rows_of(pair_at(i));
-        hc.row(2 * i) = Eigen::Map<const RowVector>(rows.row(r.first), d);
-        hc.row(2 * i + 1) = Eigen::Map<const RowVector>(rows.row(r.second), d);
+        const Eigen::Index k = pair_at(i);
+        const detail::PairRows r = plan.rows_of(k);
+        // A copy with no term (masked, in a pair without a divergence) has a
+        // zero gradient and its hidden state stays out of the products:
+        // 0 · NaN in ∂W would be NaN where leaving the row out gives a number.
+        const bool active = plan.pair_active[static_cast<std::size_t>(k)];
+        const auto copy = [&](Eigen::Index to, Eigen::Index row) {
+          if (active || plan.row_target[static_cast<std::size_t>(row)] >= 0) {
+            hc.row(to) = Eigen::Map<const RowVector>(rows.row(row), d);
+          } else {
+            hc.row(to).setZero();
+          }
+        };
+        copy(2 * i, r.first);
+        copy(2 * i + 1, r.second);
       }
       auto xn = x.topRows(n);
       if constexpr (detail::is_no_bias_v<B>) {

@@ -44,6 +44,7 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -327,6 +328,18 @@ decltype(auto) dispatch(const at::Tensor& t, const char* where, const char* name
   TORCH_CHECK(false, where, ": argument 'divergence' is ", static_cast<int>(d),
               "; expected a value of rdrop::torch::Divergence");
   throw std::logic_error("unreachable: TORCH_CHECK(false) throws");
+}
+
+/// Throws unknown_divergence's error for a Divergence that names none of
+/// its enumerators, before any path has read it.
+inline void check_divergence(Divergence d, const char* where) {
+  switch (d) {
+    case Divergence::SymmetricKL:
+    case Divergence::KL:
+    case Divergence::JensenShannon:
+      return;
+  }
+  unknown_divergence(d, where);
 }
 
 inline void check_defined(const at::Tensor& t, const char* where, const char* name) {
@@ -1031,6 +1044,12 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
   const Masks m = masks(labels, mask, b, t, h.device(), o);
   const at::Tensor ya = m.ya.reshape({-1}), yb = m.yb.reshape({-1}), ka = m.ka.reshape({-1}), kb = m.kb.reshape({-1}),
                    la = m.la.reshape({-1}), lb = m.lb.reshape({-1}), kp = m.kp.reshape({-1});
+  // A row with no term (masked or padding, or unlabeled in a pair without
+  // a divergence) has a zero gradient; its hidden state is left out of the
+  // products, as the Eigen products leave it out: 0 · NaN in ∂W would be
+  // NaN where leaving the sample out gives a number.
+  const at::Tensor dead_a = at::logical_not(kp | la), dead_b = at::logical_not(kp | lb);
+  const bool any_dead = pairs > 0 && (dead_a.any() | dead_b.any()).item<bool>();
   const auto scales = scales_of(o, counts);
   const bool with_grad = grad_hidden.defined();
   // A pair's share of the chunk: its two rows of logits (both sweeps write
@@ -1070,7 +1089,8 @@ double linear(const at::Tensor& h, const at::Tensor& w, const at::Tensor& bias, 
   for (int64_t first = 0; first < pairs; first += chunk) {
     const int64_t n = std::min(chunk, pairs - first);
     // The chunk's first copies, then its second: [2n, D] and logits [2n, V].
-    const at::Tensor hc = at::cat({ha.narrow(0, first, n), hb.narrow(0, first, n)}).to(product);
+    const at::Tensor hc = at::cat({ha.narrow(0, first, n), hb.narrow(0, first, n)}).to(product);  // a copy of its own
+    if (any_dead) hc.masked_fill_(at::cat({dead_a.narrow(0, first, n), dead_b.narrow(0, first, n)}).unsqueeze(1), 0);
     at::Tensor zp = products.narrow(0, 0, 2 * n);
     if (bp.defined()) {
       at::addmm_out(zp, bp, hc, wpt);
@@ -1381,6 +1401,7 @@ at::Tensor call(const at::Tensor& logits, const at::Tensor& targets, const at::T
   check_rank(logits, where, "logits", "[2B, C] or [2B, T, C]");
   check_per_sample_or_row(targets, logits, Spec::targets_per_class, where, Spec::targets_name, "logits");
   if (mask.defined()) check_per_sample_or_row(mask, logits, false, where, "mask", "logits");
+  if constexpr (std::is_same_v<Spec, RDropSpec>) check_divergence(o.divergence(), where);
   const at::Tensor m = mask_of(mask);
   if (!wants_grad({logits})) {
     TORCH_CHECK(!wants_grad({targets}), where, ": argument '", Spec::targets_name,
@@ -1703,6 +1724,14 @@ inline at::Tensor linear_loss(const at::Tensor& hidden, const at::Tensor& weight
   }
   detail::check_per_sample_or_row(labels, hidden, false, where, "labels", "hidden");
   if (mask.defined()) detail::check_per_sample_or_row(mask, hidden, false, where, "mask", "hidden");
+  detail::check_divergence(options.divergence(), where);
+  // 2-byte gradients are made at loss_scale, and a backward compares it
+  // with grad_output in float: it must be a finite, non-zero float.
+  if (!(std::isfinite(options.loss_scale()) && options.loss_scale() != 0 &&
+        std::abs(options.loss_scale()) <= static_cast<double>(std::numeric_limits<float>::max()))) {
+    throw std::invalid_argument(std::string(where) + ": argument 'loss_scale' is " + std::to_string(options.loss_scale()) +
+                                "; expected a finite, non-zero factor within float's range");
+  }
   const at::Tensor m = detail::mask_of(mask);
   if (!detail::wants_grad({hidden, weight, bias})) {
     const at::Tensor b = bias.defined() ? bias.contiguous() : bias;

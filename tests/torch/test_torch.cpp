@@ -1486,6 +1486,78 @@ TEST_CASE("2-byte linear_loss at the edges: a class ruled out by a -inf bias, lo
   }
 }
 
+TEST_CASE("linear_loss: a masked or padding row's hidden state never reaches the products, on every path and with "
+          "either products (NaN there once made ∂W NaN)",
+          "[torch][linear][mask]") {
+  const auto dtype = GENERATE(at::kFloat, at::kDouble);
+  const double junk = GENERATE(std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity());
+  const int64_t b = 4, d = 3, v = 7, pad = 6;
+  torch::manual_seed(91);
+  const at::Tensor hidden = torch::randn({2 * b, d}, dtype), weight = torch::randn({v, d}, dtype),
+                   bias = torch::randn({v}, dtype);
+  const at::Tensor y = torch::randint(0, v - 1, {b}, torch::kLong);
+  using rdrop::torch::Path;
+  using rdrop::torch::Products;
+  const auto run = [&](const at::Tensor& h0, const at::Tensor& labels, const at::Tensor& mask,
+                       const rdrop::torch::LinearLossTorchOptions& o) {
+    const at::Tensor h = h0.clone().requires_grad_(true), w = weight.clone().requires_grad_(true),
+                     bb = bias.clone().requires_grad_(true);
+    const at::Tensor value = rdrop::torch::linear_loss(h, w, bb, labels, o, mask);
+    value.backward();
+    return std::vector<at::Tensor>{value.detach(), h.grad(), w.grad(), bb.grad()};
+  };
+  // Interleaved rows 2k, 2k + 1: pair 2 is rows 4 and 5.
+  at::Tensor dirty = hidden.clone();
+  dirty[4].fill_(junk);
+  dirty[5].fill_(junk);
+  const at::Tensor kept = torch::tensor({0, 1, 3}, torch::kLong);
+  const at::Tensor without = hidden.view({b, 2, d}).index_select(0, kept).reshape({-1, d});
+  const auto settings = {std::pair(Path::Fused, Products::ATen), std::pair(Path::Fused, Products::Eigen),
+                         std::pair(Path::ATen, Products::Auto)};
+  for (const auto& [path, products] : settings) {
+    const auto o = rdrop::torch::LinearLossTorchOptions().alpha(2).padding_index(pad).path(path).products(products);
+    INFO(c10::toString(dtype) << ", junk " << junk << ", path " << static_cast<int>(path) << ", products "
+                              << static_cast<int>(products));
+    const auto left_out = run(without, y.index_select(0, kept), at::Tensor(), o);
+    const double tol = dtype == at::kFloat ? 1e-5 : 1e-12;
+    at::Tensor padded = y.clone();
+    padded[2] = pad;
+    // A loop, not SECTIONs: Catch2 runs a SECTION met again in a loop once.
+    for (const bool by_mask : {true, false}) {
+      INFO((by_mask ? "a per-sample mask" : "padding labels"));
+      const auto got = by_mask ? run(dirty, y, torch::tensor({1, 1, 0, 1}), o) : run(dirty, padded, at::Tensor(), o);
+      CHECK(close(got[0], left_out[0], tol));
+      CHECK(close(got[2], left_out[2], tol));
+      CHECK(close(got[3], left_out[3], tol));
+      CHECK(close(got[1].view({b, 2, d}).index_select(0, kept), left_out[1].view({-1, 2, d}), tol));
+      CHECK(got[1].narrow(0, 4, 2).abs().max().item<double>() == 0);
+    }
+  }
+}
+
+TEST_CASE("linear_loss refuses a loss_scale that is zero, not finite or beyond float, and both paths refuse a "
+          "Divergence that names no enumerator",
+          "[torch][linear][errors]") {
+  const at::Tensor h = torch::randn({4, 3}).requires_grad_(true), w = torch::randn({5, 3});
+  const at::Tensor y = torch::tensor({1, 4}, torch::kLong);
+  for (const double bad : {0.0, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(), 1e40}) {
+    INFO("loss_scale " << bad);
+    for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+      CHECK_THROWS_WITH(rdrop::torch::linear_loss(h.to(dtype), w.to(dtype), {}, y,
+                                                  rdrop::torch::LinearLossTorchOptions().loss_scale(bad)),
+                        Catch::Contains("rdrop::torch::linear_loss: argument 'loss_scale' is"));
+    }
+  }
+  const auto unknown = static_cast<rdrop::torch::Divergence>(7);
+  for (const auto path : {rdrop::torch::Path::Fused, rdrop::torch::Path::ATen}) {
+    CHECK_THROWS_WITH(rdrop::torch::linear_loss(h, w, {}, y, rdrop::torch::LinearLossTorchOptions().divergence(unknown).path(path)),
+                      Catch::Contains("rdrop::torch::linear_loss: argument 'divergence' is 7"));
+    CHECK_THROWS_WITH(rdrop::torch::rdrop_loss(torch::randn({4, 5}), y, rdrop::torch::RDropLossOptions().divergence(unknown).path(path)),
+                      Catch::Contains("rdrop::torch::rdrop_loss: argument 'divergence' is 7"));
+  }
+  CHECK_FALSE(h.grad().defined());
+}
+
 TEST_CASE("Devices: tensors on two devices are refused naming both arguments; Path::Fused refuses a tensor off the "
           "CPU; Products::Eigen refuses 2-byte inputs",
           "[torch][errors][devices]") {
