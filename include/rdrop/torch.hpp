@@ -342,6 +342,16 @@ inline void check_divergence(Divergence d, const char* where) {
   unknown_divergence(d, where);
 }
 
+/// Throws std::invalid_argument unless loss_scale is a finite, non-zero
+/// float: 2-byte gradients are made at it, and a backward compares it with
+/// grad_output in float.
+inline void check_loss_scale(double scale, const char* where) {
+  if (!(std::isfinite(scale) && scale != 0 && std::abs(scale) <= static_cast<double>(std::numeric_limits<float>::max()))) {
+    throw std::invalid_argument(std::string(where) + ": argument 'loss_scale' is " + std::to_string(scale) +
+                                "; expected a finite, non-zero factor within float's range");
+  }
+}
+
 inline void check_defined(const at::Tensor& t, const char* where, const char* name) {
   TORCH_CHECK(t.defined(), where, ": argument '", name, "' is an undefined tensor");
 }
@@ -1412,10 +1422,7 @@ at::Tensor call(const at::Tensor& logits, const at::Tensor& targets, const at::T
               "' requires grad; rdrop differentiates the logits only: pass ", Spec::targets_name, ".detach()");
   if (in_place) {
     check_in_place(logits, where);
-    if (!(std::isfinite(o.loss_scale()) && o.loss_scale() != 0)) {
-      throw std::invalid_argument(std::string(where) + ": argument 'loss_scale' is " + std::to_string(o.loss_scale()) +
-                                  "; expected a finite, non-zero factor");
-    }
+    check_loss_scale(o.loss_scale(), where);
   }
   return LossFunction<Spec>::apply(logits, targets, OptionalTensor(m), o, in_place, where);
 }
@@ -1725,13 +1732,7 @@ inline at::Tensor linear_loss(const at::Tensor& hidden, const at::Tensor& weight
   detail::check_per_sample_or_row(labels, hidden, false, where, "labels", "hidden");
   if (mask.defined()) detail::check_per_sample_or_row(mask, hidden, false, where, "mask", "hidden");
   detail::check_divergence(options.divergence(), where);
-  // 2-byte gradients are made at loss_scale, and a backward compares it
-  // with grad_output in float: it must be a finite, non-zero float.
-  if (!(std::isfinite(options.loss_scale()) && options.loss_scale() != 0 &&
-        std::abs(options.loss_scale()) <= static_cast<double>(std::numeric_limits<float>::max()))) {
-    throw std::invalid_argument(std::string(where) + ": argument 'loss_scale' is " + std::to_string(options.loss_scale()) +
-                                "; expected a finite, non-zero factor within float's range");
-  }
+  detail::check_loss_scale(options.loss_scale(), where);
   const at::Tensor m = detail::mask_of(mask);
   if (!detail::wants_grad({hidden, weight, bias})) {
     const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
