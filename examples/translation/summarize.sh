@@ -14,9 +14,11 @@
 #   * the seed-by-seed difference of the treatment (default: the largest
 #     alpha) minus every other configuration, with a 95 % t-interval
 #     (mean ± t(0.975, n-1) · sd / sqrt(n), over the seeds both finished);
-#   * the same at equal wall-clock time: for each seed the budget is the
-#     smallest total training time (the train_seconds column summed, i.e.
-#     without validation) of that seed's finished runs; each run counts with
+#   * the same at equal training time: for each seed the budget is the
+#     smallest total training time (the train_cpu_seconds column summed, the
+#     process's CPU time, so that waiting on a loaded or paused machine does
+#     not count; train_seconds, the wall time, in CSVs without that column;
+#     validation excluded either way) of that seed's finished runs; each run counts with
 #     its best validation BLEU up to the epoch whose cumulative training
 #     seconds are closest to the budget (the earlier epoch on a tie), as the
 #     run would have selected its checkpoint had it stopped there.
@@ -101,7 +103,7 @@ $1 == "E" {
     if (!(lab in cfgi)) { ++ncfg; cfgi[lab] = ncfg; cfgname[ncfg] = lab; cfgalpha[ncfg] = c[3] == 1 ? -1 : c[2] + 0 }
   }
   e = ++ne[r]
-  ep[r, e] = c[1] + 0; vb[r, e] = c[7] + 0; cum[r, e] = (e > 1 ? cum[r, e - 1] : 0) + c[8]
+  ep[r, e] = c[1] + 0; vb[r, e] = c[7] + 0; cum[r, e] = (e > 1 ? cum[r, e - 1] : 0) + (n >= 12 ? c[12] : c[8])
   next
 }
 END {
@@ -183,7 +185,7 @@ END {
   for (i = 2; i <= ns; ++i) for (j = i; j > 1 && sl[j] < sl[j - 1]; --j) { t = sl[j]; sl[j] = sl[j - 1]; sl[j - 1] = t }
   s = ""
   for (i = 1; i <= ns; ++i) s = s (i > 1 ? ", " : "") "seed " sl[i] ": " sprintf("%.0f", budget[sl[i]]) " s"
-  print "Equal training time: per seed, the budget is the shortest total training time (validation excluded) of its finished runs (" s "); each run counts with its best validation BLEU up to its epoch closest to that budget. t quantiles: 95 % two-sided, n - 1 degrees of freedom."
+  print "Equal training time: per seed, the budget is the shortest total training time (CPU seconds where the CSV has train_cpu_seconds, else wall; validation excluded) of its finished runs (" s "); each run counts with its best validation BLEU up to its epoch closest to that budget. t quantiles: 95 % two-sided, n - 1 degrees of freedom."
 
   if (svg == "") exit 0
   # The plot.

@@ -10,17 +10,18 @@ rm -rf "$work"
 mkdir -p "$work/runs"
 
 # run NAME ALPHA SINGLE SEED TEST_BLEU TRAIN_SECONDS_PER_EPOCH VALID_BLEU...
-# (TEST_BLEU "-": unfinished, no test_bleu= line in the log.)
+# (TEST_BLEU "-": unfinished, no test_bleu= line in the log.) With CPU=S in
+# the environment the CSV has the trainer's train_cpu_seconds column (S).
 run() {
-  local name=$1 alpha=$2 single=$3 seed=$4 test=$5 secs=$6
+  local name=$1 alpha=$2 single=$3 seed=$4 test=$5 secs=$6 root=${ROOT:-$work/runs}
   shift 6
-  local dir=$work/runs/$name e=0 b
+  local dir=$root/$name e=0 b
   mkdir -p "$dir"
-  echo "epoch,alpha,single_pass,seed,train_loss,valid_loss,valid_bleu,train_seconds,seconds,updates,lr" >"$dir/epochs.csv"
+  echo "epoch,alpha,single_pass,seed,train_loss,valid_loss,valid_bleu,train_seconds,seconds,updates,lr${CPU:+,train_cpu_seconds}" >"$dir/epochs.csv"
   : >"$dir/train.log"
   for b in "$@"; do
     e=$((e + 1))
-    echo "$e,$alpha,$single,$seed,9.0,5.0,$b,$secs,$((secs + 7)).000,$((e * 10)),0.001" >>"$dir/epochs.csv"
+    echo "$e,$alpha,$single,$seed,9.0,5.0,$b,$secs,$((secs + 7)).000,$((e * 10)),0.001${CPU:+,$CPU}" >>"$dir/epochs.csv"
     echo "epoch $e/$#: train_loss=9.0000 valid_loss=5.0000 valid_bleu=$b" >>"$dir/train.log"
   done
   if [[ $test != - ]]; then
@@ -86,6 +87,17 @@ grep -qF "(seed 1: 240 s, seed 2: 300 s, seed 3: 240 s)" "$out" || fail "budgets
 bash "$here/summarize.sh" --treatment alpha=0 "$work/runs" >"$work/other.md"
 grep -qxF "| alpha=0 - alpha=5 | -1.00 | [-3.48, +1.48] | 3 | -1.33 | [-2.77, +0.10] | 3 |" "$work/other.md" ||
   { cat "$work/other.md"; fail "--treatment alpha=0"; }
+
+# Equal compute from train_cpu_seconds where the CSV has it, not from the
+# wall time: alpha=5 at 100 s wall but 50 s CPU an epoch (50, 100, 150),
+# single-pass 40 s of both (40 ... 240): the budget is 150 s, and alpha=5's
+# epoch 3 (150) against single-pass's epoch 4 (160, 10 away; 120 is 30).
+ROOT=$work/cpu CPU=50 run a5-seed1 5 0 1 20.00 100 10 15 16
+ROOT=$work/cpu CPU=40 run sp-seed1 0 1 1 18.00 40 5 9 12 13 14 13
+bash "$here/summarize.sh" "$work/cpu" >"$work/cpu.md"
+grep -qF "(seed 1: 150 s)" "$work/cpu.md" || { cat "$work/cpu.md"; fail "the budget is not from train_cpu_seconds"; }
+grep -qxF "| single-pass | 1 | 6 | 14.00 (5) | 18.00 | 0.07 | 4, 13.00 |" "$work/cpu.md" ||
+  { cat "$work/cpu.md"; fail "single-pass at equal CPU time"; }
 
 # The plot: a thin line per run with epochs, a thick one per configuration.
 svg=$work/plot.svg

@@ -59,6 +59,9 @@ grep -qE '^epoch 5/5: .* valid_bleu=[0-9]+\.[0-9]+ ' "$work/full.log" || fail "n
 [[ -s $work/full/checkpoint.pt && -s $work/full/best.pt && -f $work/full/test.hyp ]] ||
   fail "checkpoint.pt, best.pt or test.hyp missing"
 [[ $(wc -l <"$work/full/test.hyp") == 25 ]] || fail "test.hyp has not 25 lines"
+# CPU seconds of every epoch's training, for the comparison's equal compute.
+column "$csv" train_cpu_seconds | awk '!($1 > 0) { bad = 1 } END { exit bad || NR != 5 }' ||
+  fail "epochs.csv: no positive train_cpu_seconds for each of the 5 epochs"
 
 # Stopped after 2 epochs, resumed to 5: the same losses and BLEU.
 train resumed --epochs 2 >"$work/resumed.log" 2>&1 || { cat "$work/resumed.log"; fail "the 2-epoch run failed"; }
