@@ -19,6 +19,13 @@
 #   --jobs N                runs at a time (default 1)
 #   --threads T             --threads of each run (default 1)
 #   --nice N                niceness of the runs (default 19)
+#   --import DIR            before running, take the finished runs of an
+#                           earlier sitting from DIR (what --export wrote,
+#                           e.g. the committed examples/translation/results):
+#                           only with the same data (DIR/stats.txt, which
+#                           holds the derived files' SHA-256, spm.model's
+#                           excepted: it records temporary paths) and the same
+#                           flags and epochs; never over a run under OUT
 #   --list                  print the runs and their state, run nothing
 #   --export DIR            copy the raw results (epochs.csv, train.log,
 #                           command.txt, test.hyp of every run, summary.md,
@@ -64,16 +71,17 @@ out=build/translation-compare
 alphas=0,5
 single=1
 seeds=1,2,3
-epochs=15
+epochs=40
 sp_epochs=""
-train_every=3
-valid_every=2
+train_every=9
+valid_every=4
 jobs=1
 threads=1
 niceness=19
 list=0
 export_dir=""
-model=(--d-model 128 --ffn 512 --heads 4 --encoder-layers 2 --decoder-layers 2 --lr 1e-3 --warmup 500)
+import_dir=""
+model=(--d-model 128 --ffn 512 --heads 4 --encoder-layers 2 --decoder-layers 2 --lr 1e-3 --warmup 400 --max-tokens 1024)
 extra=()
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -96,6 +104,7 @@ while (($#)); do
     --nice) [[ ${2:-} =~ ^-?[0-9]+$ ]] || die "--nice expects an integer"; niceness=$2; shift 2 ;;
     --list) list=1; shift ;;
     --export) export_dir=${2:?}; shift 2 ;;
+    --import) import_dir=${2:?}; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown option '$1' (trainer flags go after --)" ;;
@@ -181,6 +190,10 @@ derive() {
   {
     echo "derived by compare.sh from $data: 1 training pair in $train_every, 1 validation pair in $valid_every, all test pairs"
     for split in train valid test; do echo "${split}_pairs=$(wc -l <"$tmp/$split.es.ids")"; done
+    # Not spm.model: it records the temporary paths it was trained from, so
+    # it differs between any two preparations; spm.vocab and the .ids files
+    # pin the tokenization.
+    (cd "$tmp" && LC_ALL=C sha256sum -- train.* valid.* test.* spm.vocab)
   } >"$tmp/stats.txt"
   if [[ -d $out/data ]]; then
     diff -rq "$tmp" "$out/data" >/dev/null ||
@@ -194,10 +207,39 @@ derive() {
   flock 9
   derive
 ) 9>"$out/.data.lock"
-echo "compare.sh: data $out/data: $(sed 1d "$out/data/stats.txt" | tr '\n' ' ')"
+echo "compare.sh: data $out/data: $(sed -n '2,4p' "$out/data/stats.txt" | tr '\n' ' ')"
 
 log=$out/compare.log
 say() { echo "$(date '+%F %T') $*" | tee -a "$log"; }
+
+# The trainer flags of a run after those that only say where and how fast
+# (the same expression as the command run_one writes to command.txt).
+run_flags() {  # run_flags FLAGS
+  # shellcheck disable=SC2206
+  local f=("${model[@]}" $1 "${extra[@]}")
+  printf '%q ' "${f[@]}"
+}
+
+import_runs() {  # import_runs DIR
+  local from=$1 p name e flags src
+  [[ -f $from/stats.txt ]] || die "--import '$from': no stats.txt there (not a directory written by --export)"
+  cmp -s "$from/stats.txt" "$out/data/stats.txt" ||
+    die "--import '$from': its runs were trained on other data (its stats.txt differs from $out/data/stats.txt)"
+  for p in "${plan[@]}"; do
+    IFS=$'\t' read -r name e flags <<<"$p"
+    src=$from/$name
+    [[ -f $out/runs/$name/epochs.csv || ! -f $src/epochs.csv ]] && continue
+    if ! finished "$src" "$e" || (($(rows "$src") != e)); then
+      say "$name: not imported from $from: not finished with $e epochs there"; continue
+    fi
+    if [[ $(head -1 "$src/command.txt" 2>/dev/null | sed 's/.*--no-progress //') != "$(run_flags "$flags")" ]]; then
+      say "$name: not imported from $from: trained with other flags ($src/command.txt)"; continue
+    fi
+    mkdir -p "$out/runs/$name"
+    for f in epochs.csv train.log command.txt test.hyp; do [[ -f $src/$f ]] && cp "$src/$f" "$out/runs/$name/"; done
+    say "$name: imported from $from, $(grep '^test_bleu=' "$src/train.log" | tail -1)"
+  done
+}
 
 run_one() {  # run_one NAME EPOCHS FLAGS: 0 done or skipped, 1 failed
   local name=$1 e=$2 flags=$3 dir=$out/runs/$1 rc=0 n
@@ -217,7 +259,7 @@ run_one() {  # run_one NAME EPOCHS FLAGS: 0 done or skipped, 1 failed
   ) 9>"$dir/lock" || rc=$?
   case $rc in
     0) say "$name: finished, $(grep '^test_bleu=' "$dir/train.log" | tail -1)" ;;
-    75) say "$name: running elsewhere, skipped" ;;
+    75) say "$name: trained by another worker or driver now, skipped" ;;
     76) ;;
     *) say "$name: FAILED (exit $rc), see $dir/train.log:"; tail -5 "$dir/train.log" | sed 's/^/    /' | tee -a "$log"; return 1 ;;
   esac
@@ -232,6 +274,8 @@ worker() {
   done
   return $failed
 }
+
+[[ -z $import_dir ]] || import_runs "$import_dir"
 
 pgid=$(awk '{ print $5 }' "/proc/$$/stat" 2>/dev/null || echo "?")
 say "compare.sh: ${#plan[@]} runs, $jobs at a time, under $out (pid $$, process group $pgid: stop it with kill -- -$pgid)"

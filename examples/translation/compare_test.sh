@@ -4,7 +4,8 @@
 # rdrop_translation prints, resuming from the rows already there): the
 # order of the runs, the derived data, skipping finished runs, resuming an
 # interrupted one, extending finished runs with a larger --epochs, a run
-# locked by another driver skipped, the summary written.
+# locked by another driver skipped, the summary written, an earlier
+# sitting's exported runs imported only where data, flags and epochs match.
 #   compare_test.sh WORK_DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -53,7 +54,7 @@ echo "test_bleu=$((20 + seed)).00"
 EOF
 chmod +x "$fake"
 export FAKE_CALLS=$work/calls.txt
-compare() { bash "$here/compare.sh" --trainer "$fake" --data "$work/data" --nice 0 "$@"; }
+compare() { bash "$here/compare.sh" --trainer "$fake" --data "$work/data" --nice 0 --train-every 3 --valid-every 2 "$@"; }
 
 # 1. Two seeds, alpha 0 and 5 for 2 epochs, the baseline for 4: seed 1 of
 # every configuration first; every 3rd training pair (1, 4, 7, 10), every
@@ -104,7 +105,7 @@ grep -q "resumed from .*: 1 epochs done" "$work/b/runs/alpha5-seed1/train.log" |
 mkdir -p "$work/c/runs/alpha0-seed1"
 flock "$work/c/runs/alpha0-seed1/lock" bash "$here/compare.sh" --trainer "$fake" --data "$work/data" --nice 0 \
   --out "$work/c" --seeds 1 --epochs 1 >"$work/c.log" 2>&1 || { cat "$work/c.log"; fail "locked sitting failed"; }
-grep -q 'alpha0-seed1: running elsewhere, skipped' "$work/c.log" || { cat "$work/c.log"; fail "locked run not skipped"; }
+grep -q 'alpha0-seed1: trained by another worker or driver now, skipped' "$work/c.log" || { cat "$work/c.log"; fail "locked run not skipped"; }
 grep -q '^alpha0-seed1' "$FAKE_CALLS" && fail "a locked run was run"
 [[ $(wc -l <"$FAKE_CALLS") == 2 ]] || fail "the unlocked runs did not run"
 grep -q '1 of 3 runs not finished' "$work/c.log" || fail "the locked run not counted as not finished"
@@ -112,7 +113,7 @@ grep -q '1 of 3 runs not finished' "$work/c.log" || fail "the locked run not cou
 # 6. Two jobs at a time run everything once.
 : >"$FAKE_CALLS"
 FAKE_SLEEP=1.5 compare --out "$work/d" --seeds 1,2,3 --epochs 1 --jobs 2 >"$work/d.log" 2>&1 || { cat "$work/d.log"; fail "--jobs 2 failed"; }
-grep -q 'running elsewhere, skipped' "$work/d.log" || { cat "$work/d.log"; fail "--jobs 2: the two workers did not overlap"; }
+grep -q 'trained by another worker or driver now, skipped' "$work/d.log" || { cat "$work/d.log"; fail "--jobs 2: the two workers did not overlap"; }
 [[ $(sort "$FAKE_CALLS" | cut -d' ' -f1 | uniq | wc -l) == 9 && $(wc -l <"$FAKE_CALLS") == 9 ]] ||
   { cat "$FAKE_CALLS"; fail "--jobs 2: not 9 runs, each once"; }
 
@@ -121,4 +122,28 @@ if compare --out "$work/a" --seeds 1,2 --epochs 3 --train-every 2 >"$work/e.log"
 grep -q 'differs from the data' "$work/e.log" || fail "no clear message for other data"
 if compare --epochs 0 >"$work/e.log" 2>&1; then fail "--epochs 0 accepted"; fi
 grep -q -- '--epochs expects a positive integer' "$work/e.log" || fail "no clear message for --epochs 0"
+# 8. Another sitting on another machine: the runs exported from a (3 epochs,
+# the baseline 6) are imported, not trained again; only with the same data,
+# flags and epochs.
+compare --out "$work/a" --seeds 1,2 --epochs 3 --export "$work/export" >/dev/null
+[[ -f $work/export/stats.txt && -f $work/export/alpha5-seed2/train.log ]] || fail "--export: no stats.txt or train.log"
+grep -q '  train.es.ids$' "$work/export/stats.txt" || fail "stats.txt has no checksum of the derived data"
+: >"$FAKE_CALLS"
+compare --out "$work/g" --seeds 1,2 --epochs 3 --import "$work/export" >"$work/g.log" 2>&1 || { cat "$work/g.log"; fail "import failed"; }
+[[ ! -s $FAKE_CALLS ]] || { cat "$FAKE_CALLS"; fail "imported runs were trained again"; }
+[[ $(grep -c ': imported from .*test_bleu=' "$work/g.log") == 6 ]] || { cat "$work/g.log"; fail "not 6 runs imported"; }
+grep -q '0 of 6 runs not finished' "$work/g.log" || fail "imported runs not finished"
+cmp -s "$work/a/runs/single-pass-seed2/epochs.csv" "$work/g/runs/single-pass-seed2/epochs.csv" || fail "epochs.csv not imported"
+# Other epochs, other flags: nothing imported, everything trained.
+compare --out "$work/h" --seeds 1 --epochs 4 --import "$work/export" >"$work/h.log" 2>&1 || { cat "$work/h.log"; fail "h failed"; }
+[[ $(grep -c 'not imported from .*: not finished with [48] epochs there' "$work/h.log") == 3 ]] || { cat "$work/h.log"; fail "other epochs imported"; }
+: >"$FAKE_CALLS"
+compare --out "$work/i" --seeds 1 --epochs 3 --import "$work/export" -- --lr 1 >"$work/i.log" 2>&1 || { cat "$work/i.log"; fail "i failed"; }
+[[ $(grep -c 'not imported from .*: trained with other flags' "$work/i.log") == 3 && $(wc -l <"$FAKE_CALLS") == 3 ]] ||
+  { cat "$work/i.log"; fail "runs of other flags imported"; }
+# Other data: refused before anything runs.
+if compare --out "$work/j" --seeds 1 --epochs 3 --train-every 2 --import "$work/export" >"$work/j.log" 2>&1; then
+  fail "runs on other data imported"
+fi
+grep -q 'trained on other data' "$work/j.log" || { cat "$work/j.log"; fail "no clear message for other data"; }
 echo "compare test passed"
