@@ -10,7 +10,10 @@
 //   double score = bleu::corpus_bleu(hyps, refs).score;  // 0..100
 //
 // Text is UTF-8 and handled as bytes: the 13a rules only ever look at ASCII
-// characters, and a multi-byte character has no ASCII byte in it.
+// characters, and a multi-byte character has no ASCII byte in it. Text that
+// is not valid UTF-8 is refused (std::invalid_argument): sacreBLEU takes
+// only decoded text, and byte-wise rules could join the halves of a broken
+// character around a removed "<skipped>" into a space that it never saw.
 #pragma once
 
 #include <algorithm>
@@ -231,10 +234,54 @@ inline NgramCounts ngrams(const std::vector<std::string>& w) {
 
 }  // namespace detail
 
+/// The offset of the first byte of s that is not part of valid UTF-8 (the
+/// strict form Python decodes: no overlong form, no surrogate, nothing past
+/// U+10FFFF), or std::string_view::npos when all of it is.
+inline std::size_t invalid_utf8_at(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = 0;
+    unsigned lo = 0x80, hi = 0xbf;  // the allowed range of the second byte
+    if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      if (c == 0xe0) lo = 0xa0;  // overlong
+      if (c == 0xed) hi = 0x9f;  // surrogates
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      if (c == 0xf0) lo = 0x90;  // overlong
+      if (c == 0xf4) hi = 0x8f;  // past U+10FFFF
+    } else if (c >= 0x80) {
+      return i;
+    }
+    for (std::size_t k = 1; k <= n; ++k) {
+      if (i + k >= s.size()) return i;
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if (d < (k == 1 ? lo : 0x80u) || d > (k == 1 ? hi : 0xbfu)) return i;
+    }
+    i += n + 1;
+  }
+  return std::string_view::npos;
+}
+
+namespace detail {
+inline void require_utf8(const std::string& text, const char* what) {
+  const std::size_t at = invalid_utf8_at(text);
+  if (at != std::string_view::npos) {
+    throw std::invalid_argument(std::string("bleu: ") + what + " is not valid UTF-8 (byte " + std::to_string(at) +
+                                " of " + std::to_string(text.size()) + ")");
+  }
+}
+}  // namespace detail
+
 /// The statistics of one hypothesis against its references (one or more).
 inline Stats segment_stats(const std::string& hypothesis, const std::vector<std::string>& references,
                            const Options& options = {}) {
   if (references.empty()) throw std::invalid_argument("bleu: a segment without a reference");
+  detail::require_utf8(hypothesis, "a hypothesis");
+  for (const std::string& r : references) detail::require_utf8(r, "a reference");
   const std::vector<std::string> hyp = words(hypothesis, options);
   detail::NgramCounts ref_max;
   std::int64_t closest = -1;

@@ -12,6 +12,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -193,4 +195,32 @@ TEST_CASE("bleu: one reference stream, brevity penalty, empty hypotheses", "[ble
   CHECK(empty.stats.ref_len == 12);
   // A stream of the wrong length is refused.
   CHECK_THROWS_AS(bleu::corpus_bleu(hyps, std::vector<std::string>{"only one"}), std::invalid_argument);
+}
+
+TEST_CASE("bleu: text that is not valid UTF-8 is refused", "[bleu]") {
+  // Offsets of the first bad byte, from Python's bytes.decode('utf-8') (its
+  // UnicodeDecodeError.start) on the same bytes.
+  const std::vector<std::pair<std::string, std::size_t>> bad = {
+      {"a\xc2", 1},             // truncated
+      {"a\xc2<skipped>\xa0" "b", 1},  // the halves of U+00A0 around a tag
+      {"\x80", 0},              // a lone continuation byte
+      {"\xc0\xaf", 0},          // overlong '/'
+      {"ab\xe0\x80\xaf", 2},    // overlong, three bytes
+      {"\xed\xa0\x80", 0},      // a surrogate (U+D800)
+      {"x\xf4\x90\x80\x80", 1},  // past U+10FFFF
+      {"\xf5\x80\x80\x80", 0},  // not a lead byte
+      {"\xe2\x82", 0},          // truncated three-byte
+  };
+  for (const auto& [text, at] : bad) {
+    INFO("offset " << at);
+    CHECK(bleu::invalid_utf8_at(text) == at);
+    CHECK_THROWS_AS(bleu::corpus_bleu({text}, std::vector<std::string>{"a b"}), std::invalid_argument);
+    CHECK_THROWS_AS(bleu::corpus_bleu({"a b"}, std::vector<std::string>{text}), std::invalid_argument);
+  }
+  // Valid text of every length of character, the largest and smallest of each.
+  for (const std::string ok : {"", "plain", "\xc2\x80 \xdf\xbf", "\xe0\xa0\x80 \xed\x9f\xbf \xee\x80\x80 \xef\xbf\xbf",
+                               "\xf0\x90\x80\x80 \xf4\x8f\xbf\xbf", "a\xc2\xa0" "b \xe2\x80\x94 \xf0\x9f\x98\x80"}) {
+    CHECK(bleu::invalid_utf8_at(ok) == std::string_view::npos);
+    CHECK_NOTHROW(bleu::corpus_bleu({ok}, std::vector<std::string>{ok}));
+  }
 }
