@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -81,6 +82,8 @@ struct Settings : examples::CommonFlags {
   std::string detokenize;  // --detokenize FILE: print its ids decoded, exit
   // --measure-memory: peak memory of a training step, fused against explicit
   bool measure_memory = false;
+  // --check-decoding: incremental greedy decoding against the full recompute
+  bool check_decoding = false;
   int64_t vocab = 8000;
   long memory_batch = 64;
   long memory_length = 32;
@@ -120,6 +123,10 @@ constexpr const char* kUsage =
     "                      sentences of --memory-length tokens (default 64, 32) and --vocab\n"
     "                      pieces (default 8000), and the largest batch of each in\n"
     "                      --memory-budget-gib (default 4); --data is not read\n"
+    "  --check-decoding    no training: decode the validation pairs (--valid-limit) greedily\n"
+    "                      with the run's checkpoint (or the initial model), incrementally\n"
+    "                      and recomputing the whole prefix at each step; exit 1 where the\n"
+    "                      two differ\n"
     "  --quick             a smoke run: 300 pairs, d=32, 1+1 layers, 5 epochs, 100\n"
     "                      validation pairs (other flags still apply after it)\n";
 
@@ -156,6 +163,7 @@ Settings parse_arguments(int argc, char** argv) {
         else if (flag == "--single-pass") s.single_pass = true;
         else if (flag == "--post-norm") s.pre_norm = false;
         else if (flag == "--measure-memory") s.measure_memory = true;
+        else if (flag == "--check-decoding") s.check_decoding = true;
         else return false;
         return true;
       },
@@ -168,7 +176,7 @@ Settings parse_arguments(int argc, char** argv) {
         else if (flag == "--ffn") s.ffn = number<int64_t>(flag, value, 1, 1 << 20);
         else if (flag == "--heads") s.heads = number<int64_t>(flag, value, 1, 1024);
         else if (flag == "--encoder-layers") s.encoder_layers = number<int64_t>(flag, value, 0, 1000);
-        else if (flag == "--decoder-layers") s.decoder_layers = number<int64_t>(flag, value, 0, 1000);
+        else if (flag == "--decoder-layers") s.decoder_layers = number<int64_t>(flag, value, 1, 1000);
         else if (flag == "--lr") s.lr = number<double>(flag, value, 0, 10);
         else if (flag == "--warmup") s.warmup = number<long>(flag, value, 0, 1L << 40);
         else if (flag == "--weight-decay") s.weight_decay = number<double>(flag, value, 0, 10);
@@ -189,6 +197,7 @@ Settings parse_arguments(int argc, char** argv) {
   const bool alpha_given = std::any_of(argv + 1, argv + argc, [](const char* a) {
     return std::string(a) == "--alpha" || std::string(a).rfind("--alpha=", 0) == 0;
   });
+  if (!(s.lr > 0)) usage_error("--lr must be positive: at 0 nothing is learned");
   if (s.d_model % s.heads != 0) {
     usage_error("--d-model (" + std::to_string(s.d_model) + ") must be a multiple of --heads (" +
                 std::to_string(s.heads) + ")");
@@ -237,7 +246,18 @@ std::vector<Sentence> ids_of(const std::string& text, const std::string& path, i
         throw std::runtime_error("'" + path + "' line " + std::to_string(out.size() + 1) + " holds id " +
                                  std::to_string(id) + ", outside the tokenizer's " + std::to_string(vocab) + " pieces");
       }
+      // "358abc", "1.5", "0x10": the number must end where its word does.
+      const int next = words.peek();
+      if (next != std::char_traits<char>::eof() && !std::isspace(next)) break;
       s.push_back(static_cast<int64_t>(id));
+    }
+    if (!words.eof()) {
+      words.clear();
+      std::string word;
+      words >> word;
+      throw std::runtime_error("'" + path + "' line " + std::to_string(out.size() + 1) +
+                               " is not a line of piece ids (space-separated integers): it holds a word that is not "
+                               "one, at or after '" + word + "'");
     }
     out.push_back(std::move(s));
   }
@@ -305,6 +325,9 @@ Data load_data(const Settings& s, int64_t vocab) {
     d.valid.reference.resize(static_cast<std::size_t>(m));
   }
   if (d.train.source.empty()) throw std::runtime_error("no training pair left (see --limit, --max-len)");
+  // Without them, model selection and the final score would be BLEU 0 of nothing.
+  if (d.valid.source.empty()) throw std::runtime_error("the validation split ('" + s.data + "/valid.*') is empty");
+  if (d.test.source.empty()) throw std::runtime_error("the test split ('" + s.data + "/test.*') is empty");
   return d;
 }
 
@@ -449,10 +472,17 @@ double evaluate_loss(translation::Transformer& model, const Split& split, const 
   return tokens > 0 ? sum / static_cast<double>(tokens) : 0.0;
 }
 
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 /// Greedy decoding, dropout off: at most 1.5·|source| + 10 tokens
-/// (without EOS), batches of max_tokens source tokens.
+/// (without EOS), batches of max_tokens source tokens. Incremental (each
+/// step runs the new position only, against the layers' caches) unless
+/// `incremental` is false: then each step runs the decoder over the whole
+/// prefix, quadratic in the length, which --check-decoding compares with.
 std::vector<Sentence> greedy(translation::Transformer& model, const Split& split, const Settings& s, const Specials& sp,
-                             const at::Device& device) {
+                             const at::Device& device, bool incremental = true) {
   torch::NoGradGuard no_grad;
   model->eval();
   std::vector<Sentence> out(split.source.size());
@@ -463,8 +493,10 @@ std::vector<Sentence> greedy(translation::Transformer& model, const Split& split
     const int64_t limit = std::min<int64_t>(model->config.max_positions - 1, b.source.size(1) * 3 / 2 + 10);
     at::Tensor tokens = torch::full({n, 1}, sp.bos, torch::TensorOptions(torch::kLong).device(device));
     at::Tensor done = torch::zeros({n}, torch::TensorOptions(torch::kBool).device(device));
+    translation::DecoderState state;
     for (int64_t step = 0; step < limit; ++step) {
-      const at::Tensor last = model->decode(tokens, e).select(1, -1);
+      const at::Tensor last = incremental ? model->decode_step(tokens.select(1, -1), e, state)
+                                          : model->decode(tokens, e).select(1, -1);
       at::Tensor next = at::linear(last, model->output_weight()).argmax(-1);
       next = torch::where(done, torch::full_like(next, sp.pad), next);
       tokens = torch::cat({tokens, next.unsqueeze(1)}, 1);
@@ -480,6 +512,33 @@ std::vector<Sentence> greedy(translation::Transformer& model, const Split& split
   }
   model->train();
   return out;
+}
+
+/// --check-decoding: the incremental decoder against the full recompute,
+/// token for token, on the split; prints both times.
+int check_decoding(translation::Transformer& model, const Split& split, const Settings& s, const Specials& sp,
+                   const at::Device& device) {
+  auto start = std::chrono::steady_clock::now();
+  const std::vector<Sentence> fast = greedy(model, split, s, sp, device, /*incremental=*/true);
+  const double fast_seconds = seconds_since(start);
+  start = std::chrono::steady_clock::now();
+  const std::vector<Sentence> full = greedy(model, split, s, sp, device, /*incremental=*/false);
+  const double full_seconds = seconds_since(start);
+  std::size_t tokens = 0;
+  for (std::size_t i = 0; i < full.size(); ++i) {
+    tokens += full[i].size();
+    if (fast[i] != full[i]) {
+      std::size_t j = 0;
+      while (j < fast[i].size() && j < full[i].size() && fast[i][j] == full[i][j]) ++j;
+      std::printf("decoding check: sentence %zu differs from token %zu on (incremental %zu tokens, full %zu)\n", i + 1,
+                  j + 1, fast[i].size(), full[i].size());
+      return 1;
+    }
+  }
+  std::printf("decoding check: %zu sentences, %zu tokens, the same from both decoders (incremental %.2f s, "
+              "full recompute %.2f s)\n",
+              full.size(), tokens, fast_seconds, full_seconds);
+  return 0;
 }
 
 std::vector<std::string> detokenize(const translation::Pieces& pieces, const std::vector<Sentence>& ids) {
@@ -568,6 +627,12 @@ struct State {
 const char* kCsvHeader =
     "epoch,alpha,single_pass,seed,train_loss,valid_loss,valid_bleu,train_seconds,seconds,updates,lr,train_cpu_seconds\n";
 
+/// RUN/epochs.csv, and the --csv copy, from the rows so far.
+void write_csv(const Settings& s, const std::string& csv_path, const State& st) {
+  examples::write_file_atomically(csv_path, std::string(kCsvHeader) + st.csv);
+  if (!s.csv.empty()) examples::write_file_atomically(s.csv, std::string(kCsvHeader) + st.csv);
+}
+
 void save_atomically(torch::serialize::OutputArchive& archive, const std::string& path) {
   const std::string tmp = path + ".tmp";
   archive.save_to(tmp);
@@ -609,6 +674,16 @@ void save_model(const std::string& path, translation::Transformer& model, const 
   save_atomically(a, path);
 }
 
+/// Opens a checkpoint, naming it when torch cannot read it.
+void load_archive(torch::serialize::InputArchive& a, const std::string& path, const at::Device& device) {
+  try {
+    a.load_from(path, device);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot read '" + path + "' (" + e.what_without_backtrace() +
+                             "): a damaged file; delete it, or use another --run");
+  }
+}
+
 /// Reads a checkpoint's fingerprint and refuses (exit 1) one that does not
 /// match this run, naming each difference.
 void check_fingerprint(torch::serialize::InputArchive& a, const std::string& path, const Fingerprint& now) {
@@ -648,9 +723,6 @@ bool exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 translation::ModelConfig model_config(const Settings& s, int64_t vocab, int64_t pad) {
   translation::ModelConfig config;
@@ -846,7 +918,7 @@ int run(const Settings& s) {
               s.weight_decay, s.lr, s.warmup, s.max_tokens, s.device.c_str(), at::get_num_threads());
   std::fflush(stdout);
 
-  if (::mkdir(s.run.c_str(), 0777) != 0 && !exists(s.run)) {
+  if (!s.check_decoding && ::mkdir(s.run.c_str(), 0777) != 0 && !exists(s.run)) {
     std::fprintf(stderr, "%s: cannot create the run directory '%s'\n", kProgram, s.run.c_str());
     return 1;
   }
@@ -855,7 +927,7 @@ int run(const Settings& s) {
   State st;
   if (exists(checkpoint_path)) {
     torch::serialize::InputArchive a;
-    a.load_from(checkpoint_path, device);
+    load_archive(a, checkpoint_path, device);
     check_fingerprint(a, checkpoint_path, fp);
     model->load(a);
     torch::serialize::InputArchive opt;
@@ -872,7 +944,12 @@ int run(const Settings& s) {
     std::printf("resumed from '%s': %lld epochs done, %lld updates, best validation BLEU %.2f (epoch %lld)\n",
                 checkpoint_path.c_str(), static_cast<long long>(st.epoch), static_cast<long long>(st.updates),
                 st.best_bleu, static_cast<long long>(st.best_epoch));
+    // The CSV is written after the checkpoint: a run stopped between the two
+    // has rows its CSV lacks, which the checkpoint holds.
+    if (!s.check_decoding) write_csv(s, csv_path, st);
   }
+
+  if (s.check_decoding) return check_decoding(model, data.valid, s, sp, device);
 
   // The output layer is tied to the embeddings: linear_loss with the
   // embedding as its weight (the module RDropLinearLoss holds a weight of
@@ -947,8 +1024,7 @@ int run(const Settings& s) {
       save_model(best_path, model, fp_text, st);
     }
     save_checkpoint(checkpoint_path, model, optimizer, fp_text, st);
-    examples::write_file_atomically(csv_path, std::string(kCsvHeader) + st.csv);
-    if (!s.csv.empty()) examples::write_file_atomically(s.csv, std::string(kCsvHeader) + st.csv);
+    write_csv(s, csv_path, st);
     std::printf("epoch %d/%d: train_loss=%.4f valid_loss=%.4f valid_bleu=%.2f train_seconds=%.1f seconds=%.1f "
                 "updates=%lld lr=%.3g\n",
                 epoch, s.epochs, train_loss, valid_loss, valid_bleu, train_seconds, seconds,
@@ -963,7 +1039,7 @@ int run(const Settings& s) {
   // The test set, once, with the checkpoint of the best validation BLEU.
   {
     torch::serialize::InputArchive a;
-    a.load_from(best_path, device);
+    load_archive(a, best_path, device);
     check_fingerprint(a, best_path, fp);
     model->load(a);
   }
@@ -990,6 +1066,9 @@ int main(int argc, char** argv) {
   const Settings s = parse_arguments(argc, argv);
   try {
     return run(s);
+  } catch (const c10::Error& e) {  // torch's own: its message without the C++ stack
+    std::fprintf(stderr, "%s: %s\n", kProgram, e.what_without_backtrace());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", kProgram, e.what());
     return 1;

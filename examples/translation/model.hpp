@@ -20,9 +20,11 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <tuple>
+#include <vector>
 
 namespace translation {
 
@@ -125,6 +127,22 @@ struct DecoderLayerImpl : torch::nn::Module {
     });
     return sublayer(pre_norm, norm3, dropout, y, [&](const at::Tensor& h) { return feed_forward(h); });
   }
+  /// One position, for decoding: x [1, B, D] is the layer's input at the
+  /// next position; cache [t, B, D] holds what self-attention attended to at
+  /// the t positions before it (their normalized inputs, pre-norm) and gets
+  /// this position's. Causality makes the earlier positions' inputs final,
+  /// so the output equals forward()'s at this position without recomputing
+  /// the prefix.
+  at::Tensor step(const at::Tensor& x, at::Tensor& cache, const at::Tensor& memory, const at::Tensor& memory_padding) {
+    at::Tensor y = sublayer(pre_norm, norm1, dropout, x, [&](const at::Tensor& h) {
+      cache = cache.defined() ? torch::cat({cache, h}) : h;
+      return std::get<0>(self_attention->forward(h, cache, cache, {}, /*need_weights=*/false));
+    });
+    y = sublayer(pre_norm, norm2, dropout, y, [&](const at::Tensor& h) {
+      return std::get<0>(cross_attention->forward(h, memory, memory, memory_padding, /*need_weights=*/false));
+    });
+    return sublayer(pre_norm, norm3, dropout, y, [&](const at::Tensor& h) { return feed_forward(h); });
+  }
   bool pre_norm;
   torch::nn::MultiheadAttention self_attention{nullptr}, cross_attention{nullptr};
   FeedForward feed_forward{nullptr};
@@ -136,6 +154,13 @@ TORCH_MODULE(DecoderLayer);
 struct Encoded {
   at::Tensor memory;   // [S, B, D]
   at::Tensor padding;  // [B, S] bool
+};
+
+/// What incremental decoding keeps between positions: one self-attention
+/// cache per decoder layer, and the next position.
+struct DecoderState {
+  std::vector<at::Tensor> caches;
+  int64_t position = 0;
 };
 
 struct TransformerImpl : torch::nn::Module {
@@ -162,12 +187,14 @@ struct TransformerImpl : torch::nn::Module {
   /// The tied weight [V, D]: embeddings and output layer.
   const at::Tensor& output_weight() const { return embedding->weight; }
 
-  /// tokens [B, T] -> dropout(sqrt(D)·E[tokens] + positions) as [T, B, D].
-  at::Tensor embed(const at::Tensor& tokens) {
-    const int64_t t = tokens.size(1);
-    TORCH_CHECK(t <= config.max_positions, "sequence of ", t, " tokens, longer than the model's ", config.max_positions,
-                " positions");
-    const at::Tensor x = embedding(tokens) * std::sqrt(static_cast<double>(config.d_model)) + positions.slice(0, 0, t);
+  /// tokens [B, T] at positions first, first + 1, ... ->
+  /// dropout(sqrt(D)·E[tokens] + positions) as [T, B, D].
+  at::Tensor embed(const at::Tensor& tokens, int64_t first = 0) {
+    const int64_t end = first + tokens.size(1);
+    TORCH_CHECK(end <= config.max_positions, "sequence of ", end, " tokens, longer than the model's ",
+                config.max_positions, " positions");
+    const at::Tensor x =
+        embedding(tokens) * std::sqrt(static_cast<double>(config.d_model)) + positions.slice(0, first, end);
     return dropout(x).transpose(0, 1);
   }
 
@@ -188,6 +215,19 @@ struct TransformerImpl : torch::nn::Module {
     for (const auto& layer : *decoder) x = layer->as<DecoderLayer>()->forward(x, causal, e.memory, e.padding);
     if (config.pre_norm) x = decoder_norm(x);
     return x.transpose(0, 1);
+  }
+
+  /// Incremental decoding: tokens [B] at the state's next position -> the
+  /// decoder's last hidden state there [B, D], as decode() gives it for the
+  /// whole prefix (equal up to rounding), in time linear in the prefix.
+  at::Tensor decode_step(const at::Tensor& tokens, const Encoded& e, DecoderState& state) {
+    if (state.caches.empty()) state.caches.resize(decoder->size());
+    at::Tensor x = embed(tokens.unsqueeze(1), state.position);  // [1, B, D]
+    std::size_t i = 0;
+    for (const auto& layer : *decoder) x = layer->as<DecoderLayer>()->step(x, state.caches[i++], e.memory, e.padding);
+    if (config.pre_norm) x = decoder_norm(x);
+    ++state.position;
+    return x.squeeze(0);
   }
 
   ModelConfig config;

@@ -7,8 +7,11 @@
 # Checks: the training loss falls from the first epoch to the last; BLEU is
 # printed for validation and test; a run stopped after 2 epochs and resumed
 # to 5 gives the numbers of the uninterrupted run; a checkpoint of another
-# --alpha (and of other data) is refused with a message naming it; the
-# detokenizer agrees with spm_decode.
+# --alpha (and of other data) is refused with a message naming it; a CSV
+# that lost rows the checkpoint holds is rewritten; incremental decoding
+# gives the tokens of the full recompute; the detokenizer agrees with
+# spm_decode; damaged checkpoints, malformed ids, empty splits and bad
+# flags are refused with messages that name them.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 trainer=${1:?usage: trainer_test.sh TRAINER WORK_DIR}
@@ -80,6 +83,38 @@ if train full --limit 100 >"$work/refused.log" 2>&1; then fail "a checkpoint of 
 grep -q 'data: training pairs: checkpoint 188, this run 100' "$work/refused.log" ||
   { cat "$work/refused.log"; fail "no clear refusal message for other data"; }
 
+# Stopped after the checkpoint, before the CSV (its last row lost): the
+# next start, with nothing left to train, writes the CSV again.
+cp "$csv" "$work/full-epochs.csv"
+sed -i '$d' "$csv"
+train full >"$work/again.log" 2>&1 || { cat "$work/again.log"; fail "the finished run did not start again"; }
+cmp -s "$csv" "$work/full-epochs.csv" || { diff "$csv" "$work/full-epochs.csv"; fail "epochs.csv not rewritten from the checkpoint"; }
+
+# Incremental greedy decoding gives the full recompute's tokens, with the
+# trained model and with an untrained one (which decodes to the length limit).
+train full --check-decoding >"$work/check.log" 2>&1 || { cat "$work/check.log"; fail "decoding check (trained)"; }
+grep -q 'decoding check: 31 sentences, .* the same from both decoders' "$work/check.log" || { cat "$work/check.log"; fail "decoding check output"; }
+train fresh --check-decoding >"$work/check0.log" 2>&1 || { cat "$work/check0.log"; fail "decoding check (untrained)"; }
+[[ ! -e $work/fresh ]] || fail "--check-decoding created the run directory"
+
+# A damaged checkpoint: refused, naming the file, without a C++ stack.
+mkdir -p "$work/damaged"
+head -c 3000 "$work/full/checkpoint.pt" >"$work/damaged/checkpoint.pt"
+if train damaged >"$work/damaged.log" 2>&1; then fail "a truncated checkpoint was loaded"; fi
+grep -q "cannot read '.*damaged/checkpoint.pt'" "$work/damaged.log" || { cat "$work/damaged.log"; fail "no clear message for a damaged checkpoint"; }
+grep -q 'frame #' "$work/damaged.log" && fail "a C++ stack trace in the message"
+
+# Malformed ids and empty splits: refused, naming the file.
+bad=$work/bad-data
+cp -r "$data" "$bad"
+sed -i '3s/ / 1.5 /' "$bad/train.es.ids"
+if train bad1 --data "$bad" >"$work/bad-ids.log" 2>&1; then fail "a malformed ids line was accepted"; fi
+grep -q "train.es.ids' line 3 is not a line of piece ids" "$work/bad-ids.log" || { cat "$work/bad-ids.log"; fail "no clear message for malformed ids"; }
+cp "$data/train.es.ids" "$bad/train.es.ids"
+for f in es en es.ids en.ids keys; do : >"$bad/valid.$f"; done
+if train bad2 --data "$bad" >"$work/bad-valid.log" 2>&1; then fail "an empty validation split was accepted"; fi
+grep -q "the validation split .* is empty" "$work/bad-valid.log" || { cat "$work/bad-valid.log"; fail "no clear message for an empty validation split"; }
+
 # The detokenizer (pieces.hpp) gives spm_decode's text, line for line.
 for f in train.en valid.en test.en train.es; do
   "$trainer" --data "$data" --detokenize "$data/$f.ids" >"$work/ours.txt" || fail "--detokenize failed"
@@ -93,4 +128,12 @@ set +e
 rc=$?
 set -e
 [[ $rc == 2 ]] && grep -q -- '--alpha expects a number' "$work/bad.log" || fail "--alpha -1 not refused clearly"
+for flags in "--lr 0" "--decoder-layers 0"; do
+  set +e
+  # shellcheck disable=SC2086
+  "$trainer" $flags >"$work/bad.log" 2>&1
+  rc=$?
+  set -e
+  [[ $rc == 2 ]] && grep -q -- "${flags% *}" "$work/bad.log" || { cat "$work/bad.log"; fail "$flags not refused clearly"; }
+done
 echo "trainer test passed"
