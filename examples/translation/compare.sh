@@ -94,7 +94,7 @@ while (($#)); do
     --out) out=${2:?}; shift 2 ;;
     --alphas) alphas=${2?}; shift 2 ;;
     --no-single-pass) single=0; shift ;;
-    --seeds) seeds=${2:?}; shift 2 ;;
+    --seeds) [[ -n ${2:-} ]] || die "--seeds expects a comma-separated list"; seeds=$2; shift 2 ;;
     --epochs) count "$1" "${2:-}"; epochs=$2; shift 2 ;;
     --single-pass-epochs) count "$1" "${2:-}"; sp_epochs=$2; shift 2 ;;
     --train-every) count "$1" "${2:-}"; train_every=$2; shift 2 ;;
@@ -121,8 +121,27 @@ if [[ -w /proc/self/autogroup && $(ps -o sid= -p $$ | tr -d ' ') == "$$" ]]; the
 fi
 IFS=, read -r -a alpha_list <<<"$alphas"
 IFS=, read -r -a seed_list <<<"$seeds"
-for a in "${alpha_list[@]}"; do [[ $a =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--alphas: '$a' is not a number"; done
-for s in "${seed_list[@]}"; do [[ $s =~ ^[0-9]+$ ]] || die "--seeds: '$s' is not a seed"; done
+# One spelling per value ("5.0" and "05" are 5, "01" is 1), each value once:
+# the runs' names and the report's configurations and seeds come from them.
+for i in "${!alpha_list[@]}"; do
+  a=${alpha_list[i]}
+  [[ $a =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--alphas: '$a' is not a number (decimal digits, e.g. 0.5)"
+  alpha_list[i]=$(awk -v a="$a" 'BEGIN { printf "%.10g", a + 0 }')
+done
+for i in "${!seed_list[@]}"; do
+  s=${seed_list[i]}
+  [[ $s =~ ^[0-9]{1,9}$ ]] || die "--seeds: '$s' is not a seed (an integer below 10^9)"
+  seed_list[i]=$((10#$s))
+done
+[[ -z $(printf '%s\n' "${alpha_list[@]}" | sort | uniq -d) ]] || die "--alphas '$alphas' names a value twice"
+[[ -z $(printf '%s\n' "${seed_list[@]}" | sort | uniq -d) ]] || die "--seeds '$seeds' names a seed twice"
+# The flags that name a run are compare.sh's to set.
+for f in "${extra[@]}"; do
+  case ${f%%=*} in
+    --seed | --alpha | --single-pass | --run | --data | --epochs | --threads | --csv | --progress | --no-progress)
+      die "'$f' after --: compare.sh sets it for every run (use its own options)" ;;
+  esac
+done
 ((${#alpha_list[@]} + single > 0)) || die "nothing to run"
 
 # The runs, interleaved: NAME<TAB>EPOCHS<TAB>flags
@@ -147,6 +166,12 @@ state() {  # state DIR EPOCHS
 }
 
 if [[ -n $export_dir ]]; then
+  [[ -f $out/data/stats.txt ]] || die "--export: nothing to export from '$out' (no $out/data/stats.txt)"
+  # One sitting's data per directory: runs of other data would be imported
+  # later as if they were on this one.
+  if [[ -f $export_dir/stats.txt ]] && ! cmp -s "$export_dir/stats.txt" "$out/data/stats.txt"; then
+    die "--export: '$export_dir' holds runs of other data (its stats.txt differs from $out/data/stats.txt): use an empty directory"
+  fi
   mkdir -p "$export_dir"
   for p in "${plan[@]}"; do
     name=${p%%	*}
@@ -188,7 +213,8 @@ derive() {
   done
   cp "$data/spm.model" "$data/spm.vocab" "$tmp/"
   {
-    echo "derived by compare.sh from $data: 1 training pair in $train_every, 1 validation pair in $valid_every, all test pairs"
+    # No path here: the same data reached by another path is the same data.
+    echo "derived by compare.sh: 1 training pair in $train_every, 1 validation pair in $valid_every, all test pairs"
     for split in train valid test; do echo "${split}_pairs=$(wc -l <"$tmp/$split.es.ids")"; done
     # Not spm.model: it records the temporary paths it was trained from, so
     # it differs between any two preparations; spm.vocab and the .ids files
@@ -222,7 +248,12 @@ run_flags() {  # run_flags FLAGS
 
 import_runs() {  # import_runs DIR
   local from=$1 p name e flags src
-  [[ -f $from/stats.txt ]] || die "--import '$from': no stats.txt there (not a directory written by --export)"
+  if [[ ! -f $from/stats.txt ]]; then
+    [[ -d $from && -z $(find "$from" -mindepth 2 -maxdepth 2 -name epochs.csv -print -quit) ]] ||
+      die "--import '$from': no stats.txt there (not a directory written by --export)"
+    say "--import $from: no run there yet, nothing to import"
+    return 0
+  fi
   cmp -s "$from/stats.txt" "$out/data/stats.txt" ||
     die "--import '$from': its runs were trained on other data (its stats.txt differs from $out/data/stats.txt)"
   for p in "${plan[@]}"; do
@@ -276,6 +307,21 @@ worker() {
 }
 
 [[ -z $import_dir ]] || import_runs "$import_dir"
+
+# A run under OUT is resumed, skipped or extended only if it is this plan's:
+# the same trainer flags, no more epochs than asked for.
+for p in "${plan[@]}"; do
+  IFS=$'\t' read -r name e flags <<<"$p"
+  dir=$out/runs/$name
+  [[ -f $dir/epochs.csv ]] || continue
+  n=$(rows "$dir")
+  ((n <= e)) || die "$dir has $n epochs, more than the $e these flags ask for: use the --epochs it ran with, or another --out"
+  if [[ -f $dir/command.txt ]]; then
+    was=$(head -1 "$dir/command.txt" | sed 's/.*--no-progress //')
+    [[ $was == "$(run_flags "$flags")" ]] ||
+      die "$dir was trained with other flags ($was) than these ($(run_flags "$flags")): use the same ones, or another --out"
+  fi
+done
 
 pgid=$(awk '{ print $5 }' "/proc/$$/stat" 2>/dev/null || echo "?")
 say "compare.sh: ${#plan[@]} runs, $jobs at a time, under $out (pid $$, process group $pgid: stop it with kill -- -$pgid)"

@@ -77,12 +77,12 @@ grep -qxF "| alpha=5 - alpha=0 | +0.00 | [+0.00, +0.00] | 2 | +0.00 | [+0.00, +0
 
 # 2. Again: everything finished, the trainer is not called.
 : >"$FAKE_CALLS"
-compare --out "$work/a" --seeds 1,2 --epochs 2 >"$work/a2.log" 2>&1 || { cat "$work/a2.log"; fail "second sitting failed"; }
+compare --out "$work/a" --seeds 1,2 --epochs 2 -- --extra-flag 7 >"$work/a2.log" 2>&1 || { cat "$work/a2.log"; fail "second sitting failed"; }
 [[ ! -s $FAKE_CALLS ]] || { cat "$FAKE_CALLS"; fail "finished runs were run again"; }
 grep -q '0 of 6 runs not finished' "$work/a2.log" || fail "not reported finished"
 
 # 3. A larger --epochs extends every run from where it stopped.
-compare --out "$work/a" --seeds 1,2 --epochs 3 >"$work/a3.log" 2>&1 || { cat "$work/a3.log"; fail "extension failed"; }
+compare --out "$work/a" --seeds 1,2 --epochs 3 -- --extra-flag 7 >"$work/a3.log" 2>&1 || { cat "$work/a3.log"; fail "extension failed"; }
 [[ $(wc -l <"$FAKE_CALLS") == 6 ]] || fail "not every run extended"
 [[ $(cut -d, -f1 "$work/a/runs/alpha5-seed1/epochs.csv" | tr '\n' ' ') == "epoch 1 2 3 " ]] || fail "extension: epochs not 1 2 3"
 [[ $(cut -d, -f1 "$work/a/runs/single-pass-seed1/epochs.csv" | tr '\n' ' ') == "epoch 1 2 3 4 5 6 " ]] || fail "extension of the baseline"
@@ -126,16 +126,18 @@ grep -q -- '--epochs expects a positive integer' "$work/e.log" || fail "no clear
 # the baseline 6) are imported, not trained again; only with the same data,
 # flags and epochs.
 compare --out "$work/a" --seeds 1,2 --epochs 3 --export "$work/export" >/dev/null
+grep -q "derived by compare.sh: " "$work/export/stats.txt" && ! grep -q "$work" "$work/export/stats.txt" ||
+  fail "stats.txt names a path (the same data by another path would differ)"
 [[ -f $work/export/stats.txt && -f $work/export/alpha5-seed2/train.log ]] || fail "--export: no stats.txt or train.log"
 grep -q '  train.es.ids$' "$work/export/stats.txt" || fail "stats.txt has no checksum of the derived data"
 : >"$FAKE_CALLS"
-compare --out "$work/g" --seeds 1,2 --epochs 3 --import "$work/export" >"$work/g.log" 2>&1 || { cat "$work/g.log"; fail "import failed"; }
+compare --out "$work/g" --seeds 1,2 --epochs 3 --import "$work/export" -- --extra-flag 7 >"$work/g.log" 2>&1 || { cat "$work/g.log"; fail "import failed"; }
 [[ ! -s $FAKE_CALLS ]] || { cat "$FAKE_CALLS"; fail "imported runs were trained again"; }
 [[ $(grep -c ': imported from .*test_bleu=' "$work/g.log") == 6 ]] || { cat "$work/g.log"; fail "not 6 runs imported"; }
 grep -q '0 of 6 runs not finished' "$work/g.log" || fail "imported runs not finished"
 cmp -s "$work/a/runs/single-pass-seed2/epochs.csv" "$work/g/runs/single-pass-seed2/epochs.csv" || fail "epochs.csv not imported"
 # Other epochs, other flags: nothing imported, everything trained.
-compare --out "$work/h" --seeds 1 --epochs 4 --import "$work/export" >"$work/h.log" 2>&1 || { cat "$work/h.log"; fail "h failed"; }
+compare --out "$work/h" --seeds 1 --epochs 4 --import "$work/export" -- --extra-flag 7 >"$work/h.log" 2>&1 || { cat "$work/h.log"; fail "h failed"; }
 [[ $(grep -c 'not imported from .*: not finished with [48] epochs there' "$work/h.log") == 3 ]] || { cat "$work/h.log"; fail "other epochs imported"; }
 : >"$FAKE_CALLS"
 compare --out "$work/i" --seeds 1 --epochs 3 --import "$work/export" -- --lr 1 >"$work/i.log" 2>&1 || { cat "$work/i.log"; fail "i failed"; }
@@ -146,4 +148,36 @@ if compare --out "$work/j" --seeds 1 --epochs 3 --train-every 2 --import "$work/
   fail "runs on other data imported"
 fi
 grep -q 'trained on other data' "$work/j.log" || { cat "$work/j.log"; fail "no clear message for other data"; }
+# An --import directory without runs yet (the committed one before the first
+# export) is nothing to import.
+mkdir -p "$work/empty-export"
+compare --out "$work/k" --seeds 1 --epochs 1 --train-every 2 --import "$work/empty-export" >"$work/k.log" 2>&1 || { cat "$work/k.log"; fail "empty import failed"; }
+grep -q 'no run there yet, nothing to import' "$work/k.log" || { cat "$work/k.log"; fail "empty import not said"; }
+# --export into a directory of other data is refused; exporting nothing too.
+if compare --out "$work/k" --seeds 1 --epochs 1 --train-every 2 --export "$work/export" >"$work/x.log" 2>&1; then fail "export over other data"; fi
+grep -q 'holds runs of other data' "$work/x.log" || { cat "$work/x.log"; fail "no clear message for export over other data"; }
+if compare --out "$work/nowhere" --export "$work/x" >"$work/x.log" 2>&1; then fail "export of nothing"; fi
+grep -q 'nothing to export' "$work/x.log" || { cat "$work/x.log"; fail "no clear message for export of nothing"; }
+
+# 9. The runs under OUT must be this plan's: other flags or more epochs are
+# refused before anything runs, naming the run.
+: >"$FAKE_CALLS"
+if compare --out "$work/a" --seeds 1,2 --epochs 3 -- --extra-flag 8 >"$work/m.log" 2>&1; then fail "other flags resumed"; fi
+grep -q 'alpha0-seed1 was trained with other flags' "$work/m.log" || { cat "$work/m.log"; fail "no clear message for other flags"; }
+if compare --out "$work/a" --seeds 1,2 --epochs 2 -- --extra-flag 7 >"$work/m.log" 2>&1; then fail "more epochs accepted"; fi
+grep -q 'has 3 epochs, more than the 2' "$work/m.log" || { cat "$work/m.log"; fail "no clear message for more epochs"; }
+[[ ! -s $FAKE_CALLS ]] || fail "a refused sitting ran the trainer"
+
+# 10. Values spelled twice, and flags compare.sh sets, are refused.
+for bad in "--seeds 1,01" "--alphas 5,5.0" "--alphas 05,5"; do
+  # shellcheck disable=SC2086
+  if compare --out "$work/n" $bad >"$work/n.log" 2>&1; then fail "$bad accepted"; fi
+  grep -q 'twice' "$work/n.log" || { cat "$work/n.log"; fail "$bad: no clear message"; }
+done
+for bad in --seed=7 --alpha --run --threads; do
+  if compare --out "$work/n" -- $bad 1 >"$work/n.log" 2>&1; then fail "$bad after -- accepted"; fi
+  grep -q "compare.sh sets it for every run" "$work/n.log" || { cat "$work/n.log"; fail "$bad after --: no clear message"; }
+done
+compare --out "$work/o" --seeds 01 --alphas 5.0 --no-single-pass --epochs 1 >"$work/o.log" 2>&1 || { cat "$work/o.log"; fail "o failed"; }
+[[ -f $work/o/runs/alpha5-seed1/epochs.csv ]] || { ls "$work/o/runs"; fail "alpha 5.0 / seed 01 not named alpha5-seed1"; }
 echo "compare test passed"
