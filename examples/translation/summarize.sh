@@ -98,16 +98,36 @@ $1 == "R" { ++nruns; run[nruns] = $2; idx[$2] = nruns; fin[nruns] = $3; test[nru
 $1 == "E" {
   r = idx[$2]; n = split($3, c, ",")
   if (n < 11) next
+  # Every number finite: a NaN or inf would pass into means and the plot.
+  for (k = 1; k <= n; ++k) if (c[k] !~ /^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$/) {
+    printf "summarize.sh: %s/epochs.csv: field %d of epoch %s is \"%s\", not a finite number\n", $2, k, c[1], c[k] > "/dev/stderr"
+    bad = 1; exit 1
+  }
   if (ne[r] == 0) {
     lab = label_of(c[2] + 0, c[3] + 0); cfg[r] = lab; seed[r] = c[4] + 0
     if (!(lab in cfgi)) { ++ncfg; cfgi[lab] = ncfg; cfgname[ncfg] = lab; cfgalpha[ncfg] = c[3] == 1 ? -1 : c[2] + 0 }
   }
   e = ++ne[r]
-  ep[r, e] = c[1] + 0; vb[r, e] = c[7] + 0; cum[r, e] = (e > 1 ? cum[r, e - 1] : 0) + (n >= 12 ? c[12] : c[8])
+  ep[r, e] = c[1] + 0; vb[r, e] = c[7] + 0; wall[r, e] = c[8] + 0; cpus[r, e] = n >= 12 ? c[12] + 0 : -1
   next
 }
 END {
+  if (bad) exit 1
   if (nruns == 0) { print "no run found (no epochs.csv under the root)" > "/dev/stderr"; exit 1 }
+  # Training time: CPU seconds when every run has them, else wall seconds
+  # for all (never the CPU time of one run against the wall time of another).
+  allcpu = 1
+  for (r = 1; r <= nruns; ++r) for (e = 1; e <= ne[r]; ++e) if (cpus[r, e] < 0) allcpu = 0
+  for (r = 1; r <= nruns; ++r) for (e = 1; e <= ne[r]; ++e)
+    cum[r, e] = (e > 1 ? cum[r, e - 1] : 0) + (allcpu ? cpus[r, e] : wall[r, e])
+  # One run per configuration and seed: a copy of a run would count twice.
+  for (r = 1; r <= nruns; ++r) if (ne[r] > 0) {
+    if ((cfg[r], seed[r]) in owner) {
+      printf "summarize.sh: %s and %s are both %s, seed %d: one run per configuration and seed\n", run[owner[cfg[r], seed[r]]], run[r], cfg[r], seed[r] > "/dev/stderr"
+      exit 1
+    }
+    owner[cfg[r], seed[r]] = r
+  }
   # Configurations in order: single-pass, then the alphas ascending.
   for (i = 2; i <= ncfg; ++i) for (j = i; j > 1 && cfgalpha[j] < cfgalpha[j - 1]; --j) {
     t = cfgname[j]; cfgname[j] = cfgname[j - 1]; cfgname[j - 1] = t
@@ -185,7 +205,7 @@ END {
   for (i = 2; i <= ns; ++i) for (j = i; j > 1 && sl[j] < sl[j - 1]; --j) { t = sl[j]; sl[j] = sl[j - 1]; sl[j - 1] = t }
   s = ""
   for (i = 1; i <= ns; ++i) s = s (i > 1 ? ", " : "") "seed " sl[i] ": " sprintf("%.0f", budget[sl[i]]) " s"
-  print "Equal training time: per seed, the budget is the shortest total training time (CPU seconds where the CSV has train_cpu_seconds, else wall; validation excluded) of its finished runs (" s "); each run counts with its best validation BLEU up to its epoch closest to that budget. t quantiles: 95 % two-sided, n - 1 degrees of freedom."
+  print "Equal training time: per seed, the budget is the shortest total training time (" (allcpu ? "CPU seconds, train_cpu_seconds" : "wall seconds, train_seconds: not every CSV has train_cpu_seconds") "; validation excluded) of its finished runs (" s "); each run counts with its best validation BLEU up to its epoch closest to that budget. t quantiles: 95 % two-sided, n - 1 degrees of freedom."
 
   if (svg == "") exit 0
   # The plot.

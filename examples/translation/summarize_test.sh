@@ -99,6 +99,24 @@ grep -qF "(seed 1: 150 s)" "$work/cpu.md" || { cat "$work/cpu.md"; fail "the bud
 grep -qxF "| single-pass | 1 | 6 | 14.00 (5) | 18.00 | 0.07 | 4, 13.00 |" "$work/cpu.md" ||
   { cat "$work/cpu.md"; fail "single-pass at equal CPU time"; }
 
+# A CSV without train_cpu_seconds beside one with it: wall seconds for
+# every run (min(300, 240) = 240), said in the report.
+ROOT=$work/mixed CPU=50 run a5-seed1 5 0 1 20.00 100 10 15 16
+ROOT=$work/mixed run sp-seed1 0 1 1 18.00 40 5 9 12 13 14 13
+bash "$here/summarize.sh" "$work/mixed" >"$work/mixed.md"
+grep -qF "(wall seconds, train_seconds: not every CSV has train_cpu_seconds; validation excluded) of its finished runs (seed 1: 240 s)" "$work/mixed.md" ||
+  { cat "$work/mixed.md"; fail "mixed CSVs: not wall seconds for all"; }
+
+# Refused: two runs of one configuration and seed (a copy would count as
+# another seed); a field that is not a finite number.
+ROOT=$work/dup run a5-seed1 5 0 1 20.00 100 10 15 16
+ROOT=$work/dup run a5-copy 5 0 1 20.00 100 10 15 16
+if bash "$here/summarize.sh" "$work/dup" >/dev/null 2>"$work/err.txt"; then fail "a duplicated run was accepted"; fi
+grep -q "a5-copy and a5-seed1 are both alpha=5, seed 1\|a5-seed1 and a5-copy are both alpha=5, seed 1" "$work/err.txt" || { cat "$work/err.txt"; fail "no clear message for a duplicate"; }
+ROOT=$work/nan run a5-seed1 5 0 1 20.00 100 10 nan 16
+if bash "$here/summarize.sh" "$work/nan" >/dev/null 2>"$work/err.txt"; then fail "a NaN was accepted"; fi
+grep -q 'field 7 of epoch 2 is "nan", not a finite number' "$work/err.txt" || { cat "$work/err.txt"; fail "no clear message for a NaN"; }
+
 # The plot: a thin line per run with epochs, a thick one per configuration.
 svg=$work/plot.svg
 [[ $(grep -c '<polyline class="run"' "$svg") == 11 ]] || fail "not 11 run lines in the SVG"
