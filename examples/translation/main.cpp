@@ -723,6 +723,11 @@ bool exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+bool is_directory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 
 translation::ModelConfig model_config(const Settings& s, int64_t vocab, int64_t pad) {
   translation::ModelConfig config;
@@ -918,8 +923,9 @@ int run(const Settings& s) {
               s.weight_decay, s.lr, s.warmup, s.max_tokens, s.device.c_str(), at::get_num_threads());
   std::fflush(stdout);
 
-  if (!s.check_decoding && ::mkdir(s.run.c_str(), 0777) != 0 && !exists(s.run)) {
-    std::fprintf(stderr, "%s: cannot create the run directory '%s'\n", kProgram, s.run.c_str());
+  if (!s.check_decoding && ::mkdir(s.run.c_str(), 0777) != 0 && !is_directory(s.run)) {
+    std::fprintf(stderr, "%s: cannot create the run directory '%s'%s\n", kProgram, s.run.c_str(),
+                 exists(s.run) ? ": a file of that name is there" : "");
     return 1;
   }
   const std::string checkpoint_path = s.run + "/checkpoint.pt", best_path = s.run + "/best.pt",

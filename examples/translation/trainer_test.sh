@@ -104,6 +104,12 @@ if train damaged >"$work/damaged.log" 2>&1; then fail "a truncated checkpoint wa
 grep -q "cannot read '.*damaged/checkpoint.pt'" "$work/damaged.log" || { cat "$work/damaged.log"; fail "no clear message for a damaged checkpoint"; }
 grep -q 'frame #' "$work/damaged.log" && fail "a C++ stack trace in the message"
 
+# --run naming a file: refused before any training.
+: >"$work/a-file"
+if "$trainer" --quick --threads 1 --no-progress --data "$data" --run "$work/a-file" >"$work/file.log" 2>&1; then fail "--run a file accepted"; fi
+grep -q "cannot create the run directory .*a file of that name is there" "$work/file.log" || { cat "$work/file.log"; fail "no clear message for --run a file"; }
+grep -q '^epoch' "$work/file.log" && fail "--run a file: trained before refusing"
+
 # Malformed ids and empty splits: refused, naming the file.
 bad=$work/bad-data
 cp -r "$data" "$bad"
