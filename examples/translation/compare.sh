@@ -11,11 +11,11 @@
 #   --alphas LIST           two-copy runs, comma-separated (default 0,5)
 #   --no-single-pass        leave the single-pass baseline out
 #   --seeds LIST            comma-separated (default 1,2,3)
-#   --epochs N              epochs of the two-copy runs (default 15)
+#   --epochs N              epochs of the two-copy runs (default 60)
 #   --single-pass-epochs N  epochs of the baseline (default 2 x --epochs: a
 #                           single-pass epoch costs half, so equal compute)
-#   --train-every K         every K-th training pair (default 3: 9,317 pairs)
-#   --valid-every M         every M-th validation pair (default 2: 572 pairs)
+#   --train-every K         every K-th training pair (default 9: 3,106 pairs)
+#   --valid-every M         every M-th validation pair (default 4: 286 pairs)
 #   --jobs N                runs at a time (default 1)
 #   --threads T             --threads of each run (default 1)
 #   --nice N                niceness of the runs (default 19)
@@ -33,19 +33,12 @@
 #
 # Model and schedule (defaults below, overridable after --: the trainer
 # takes the last value of a flag): d = 128, ffn 512, 4 heads, 2 + 2 layers
-# (1.95 M parameters with the 8,000-piece vocabulary), lr 1e-3, 500
-# warm-up updates, dropout 0.3, label smoothing 0.1, 4096 tokens a batch.
-# Sizing (measured 2026-12-06 on this project's shared 2-core machine, load
-# about 5, nice -n 19, --threads 1, the process getting about half a core):
-# one epoch of this model on the first 500 training pairs (6 updates) took
-# 26.0 s wall of training with R-Drop, 14.2 s single-pass, and 24.7 s /
-# 18.1 s CPU for the whole process (including start-up and decoding 100
-# validation pairs with the untrained model). Extrapolated to 9,317 pairs
-# (x 18.6) on a free core: about 4 min a two-copy epoch, 2 min a
-# single-pass one, plus validation (up to ~50 s for 572 pairs) and the test
-# set once; 15 and 30 epochs: about 1 h to 1 h 15 min a run, about 10 h for
-# the 9 runs on one free core (twice as long at that load). Not tuned, and
-# not yet run to the end: see the README's "The comparison".
+# (1.95 M parameters with the 8,000-piece vocabulary), lr 1e-3, 400
+# warm-up updates, dropout 0.3, label smoothing 0.1, 1024 tokens a batch
+# (120 updates an epoch). Cost (measured 2026-12-07, two runs side by side,
+# one core each): about 52 s a two-copy epoch with its validation, so about
+# 52 min a 60-epoch run and about as long a 120-epoch single-pass one; about
+# 8 h of one core for the 9 runs. See the README's "The comparison".
 #
 # The data: a derived copy under OUT/data (every K-th training pair, every
 # M-th validation pair, the whole test set, the same tokenizer), so that the
@@ -71,7 +64,7 @@ out=build/translation-compare
 alphas=0,5
 single=1
 seeds=1,2,3
-epochs=40
+epochs=60
 sp_epochs=""
 train_every=9
 valid_every=4
