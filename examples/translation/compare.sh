@@ -27,9 +27,11 @@
 #                           excepted: it records temporary paths) and the same
 #                           flags and epochs; never over a run under OUT
 #   --list                  print the runs and their state, run nothing
-#   --export DIR            copy the raw results (epochs.csv, train.log,
-#                           command.txt, test.hyp of every run, summary.md,
-#                           valid_bleu.svg) to DIR, run nothing
+#   --export DIR            copy the raw results of the finished runs
+#                           (epochs.csv, train.log, command.txt, test.hyp)
+#                           and data/stats.txt to DIR, and summarize.sh's
+#                           report of DIR there (summary.md, valid_bleu.svg);
+#                           runs nothing
 #
 # Model and schedule (defaults below, overridable after --: the trainer
 # takes the last value of a flag): d = 128, ffn 512, 4 heads, 2 + 2 layers
@@ -167,13 +169,17 @@ if [[ -n $export_dir ]]; then
   fi
   mkdir -p "$export_dir"
   for p in "${plan[@]}"; do
-    name=${p%%	*}
+    IFS=$'\t' read -r name e flags <<<"$p"
     dir=$out/runs/$name
-    [[ -f $dir/epochs.csv ]] || continue
+    finished "$dir" "$e" || continue  # a run in progress travels with its checkpoint only
     mkdir -p "$export_dir/$name"
     for f in epochs.csv train.log command.txt test.hyp; do [[ -f $dir/$f ]] && cp "$dir/$f" "$export_dir/$name/"; done
   done
-  for f in summary.md valid_bleu.svg data/stats.txt; do [[ -f $out/$f ]] && cp "$out/$f" "$export_dir/"; done
+  cp "$out/data/stats.txt" "$export_dir/"
+  # The report of what is there now (this sitting's runs and any earlier).
+  if [[ -n $(find "$export_dir" -mindepth 2 -maxdepth 2 -name epochs.csv -print -quit) ]]; then
+    bash "$here/summarize.sh" --svg "$export_dir/valid_bleu.svg" "$export_dir" >"$export_dir/summary.md"
+  fi
   echo "compare.sh: raw results copied to $export_dir"
   exit 0
 fi

@@ -130,6 +130,12 @@ grep -q "derived by compare.sh: " "$work/export/stats.txt" && ! grep -q "$work" 
   fail "stats.txt names a path (the same data by another path would differ)"
 [[ -f $work/export/stats.txt && -f $work/export/alpha5-seed2/train.log ]] || fail "--export: no stats.txt or train.log"
 grep -q '  train.es.ids$' "$work/export/stats.txt" || fail "stats.txt has no checksum of the derived data"
+[[ -s $work/export/summary.md && -s $work/export/valid_bleu.svg ]] || fail "--export wrote no report"
+# Only finished runs travel: an interrupted one (b's, resumed there) is not
+# exported while unfinished.
+if FAKE_FAIL_AFTER=1 compare --out "$work/p" --alphas 5 --no-single-pass --seeds 1 --epochs 3 >/dev/null 2>&1; then fail "p not interrupted"; fi
+compare --out "$work/p" --alphas 5 --no-single-pass --seeds 1 --epochs 3 --export "$work/p-export" >/dev/null
+[[ ! -e $work/p-export/alpha5-seed1 ]] || fail "an unfinished run was exported"
 : >"$FAKE_CALLS"
 compare --out "$work/g" --seeds 1,2 --epochs 3 --import "$work/export" -- --extra-flag 7 >"$work/g.log" 2>&1 || { cat "$work/g.log"; fail "import failed"; }
 [[ ! -s $FAKE_CALLS ]] || { cat "$FAKE_CALLS"; fail "imported runs were trained again"; }
