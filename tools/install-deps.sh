@@ -19,6 +19,7 @@ packages=(
   libopenblas0-openmp         # libtorch's float products leave the reference BLAS (about 7x), on OpenMP's threads (docs/torch.md)
   diatheke sword-text-sparv sword-text-web  # the translation example's Bible text (Spanish RV1909, English WEB)
   sentencepiece                             # the translation example's tokenizer (spm_train; its C++ library is not linked: examples/translation/pieces.hpp)
+  python3                                   # the translation trainer's CTest damages a checkpoint's zip records with it
 )
 
 sudo=""

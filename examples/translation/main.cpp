@@ -265,12 +265,16 @@ std::vector<Sentence> ids_of(const std::string& text, const std::string& path, i
 }
 
 /// FNV-1a, 64 bits.
-std::uint64_t fnv1a(const std::string& bytes, std::uint64_t h = 14695981039346656037ull) {
-  for (unsigned char c : bytes) {
-    h ^= c;
+std::uint64_t fnv1a(const unsigned char* bytes, std::size_t n, std::uint64_t h = 14695981039346656037ull) {
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= bytes[i];
     h *= 1099511628211ull;
   }
   return h;
+}
+
+std::uint64_t fnv1a(const std::string& bytes, std::uint64_t h = 14695981039346656037ull) {
+  return fnv1a(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), h);
 }
 
 struct Data {
@@ -648,10 +652,38 @@ void write_meta(torch::serialize::OutputArchive& a, const std::string& fingerpri
   a.write("meta_csv", c10::IValue(st.csv));
 }
 
+/// FNV-1a of the model's parameters and buffers, in order: libtorch 1.13
+/// checks no checksum when it reads an archive, so a damaged byte in a
+/// tensor would load silently.
+std::string model_hash(translation::Transformer& model) {
+  std::uint64_t h = fnv1a(nullptr, 0);
+  const auto add = [&](const at::Tensor& t) {
+    const at::Tensor c = t.detach().to(torch::kCPU).contiguous();
+    h = fnv1a(static_cast<const unsigned char*>(c.data_ptr()), c.nbytes(), h);
+  };
+  for (const auto& t : model->parameters()) add(t);
+  for (const auto& t : model->buffers()) add(t);
+  char text[32];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+  return text;
+}
+
+/// Loads the model from an archive, refusing one whose tensors do not hash
+/// to what was written (archives written before the hash are taken as they are).
+void load_model(torch::serialize::InputArchive& a, const std::string& path, translation::Transformer& model) {
+  model->load(a);
+  c10::IValue v;
+  if (a.try_read("meta_model_hash", v) && v.toStringRef() != model_hash(model)) {
+    throw std::runtime_error("the model in '" + path +
+                             "' is damaged (its tensors do not hash to what was written): delete it, or use another --run");
+  }
+}
+
 void save_checkpoint(const std::string& path, translation::Transformer& model, torch::optim::Optimizer& optimizer,
                      const std::string& fingerprint, const State& st) {
   torch::serialize::OutputArchive a;
   model->save(a);
+  a.write("meta_model_hash", c10::IValue(model_hash(model)));
   torch::serialize::OutputArchive opt;
   optimizer.save(opt);
   a.write("meta_optimizer", opt);
@@ -670,6 +702,7 @@ void save_model(const std::string& path, translation::Transformer& model, const 
                 const State& st) {
   torch::serialize::OutputArchive a;
   model->save(a);
+  a.write("meta_model_hash", c10::IValue(model_hash(model)));
   write_meta(a, fingerprint, st);
   save_atomically(a, path);
 }
@@ -935,7 +968,7 @@ int run(const Settings& s) {
     torch::serialize::InputArchive a;
     load_archive(a, checkpoint_path, device);
     check_fingerprint(a, checkpoint_path, fp);
-    model->load(a);
+    load_model(a, checkpoint_path, model);
     torch::serialize::InputArchive opt;
     a.read("meta_optimizer", opt);
     optimizer.load(opt);
@@ -1047,7 +1080,7 @@ int run(const Settings& s) {
     torch::serialize::InputArchive a;
     load_archive(a, best_path, device);
     check_fingerprint(a, best_path, fp);
-    model->load(a);
+    load_model(a, best_path, model);
   }
   const std::vector<std::string> hypotheses = detokenize(spm, greedy(model, data.test, s, sp, device));
   std::string text;

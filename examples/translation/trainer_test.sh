@@ -110,6 +110,31 @@ if "$trainer" --quick --threads 1 --no-progress --data "$data" --run "$work/a-fi
 grep -q "cannot create the run directory .*a file of that name is there" "$work/file.log" || { cat "$work/file.log"; fail "no clear message for --run a file"; }
 grep -q '^epoch' "$work/file.log" && fail "--run a file: trained before refusing"
 
+# A checkpoint whose tensor bytes changed (libtorch reads its archives
+# without checking their CRCs): refused by the model's hash. One byte in the
+# middle of every tensor record of the zip archive is flipped in place.
+mkdir -p "$work/flipped"
+cp "$work/full/checkpoint.pt" "$work/flipped/checkpoint.pt"
+python3 - "$work/flipped/checkpoint.pt" <<'PY' || fail "could not flip the checkpoint's bytes"
+import struct, sys, zipfile
+path = sys.argv[1]
+with zipfile.ZipFile(path) as z:
+    records = [i for i in z.infolist() if "/data/" in i.filename and i.file_size >= 4]
+with open(path, "r+b") as f:
+    for i in records:
+        f.seek(i.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+        at = i.header_offset + 30 + name_len + extra_len + i.file_size // 2
+        f.seek(at)
+        b = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([b ^ 0x40]))
+if not records:
+    sys.exit(1)
+PY
+if train flipped >"$work/flipped.log" 2>&1; then fail "a checkpoint with changed tensor bytes was loaded"; fi
+grep -q "the model in '.*flipped/checkpoint.pt' is damaged" "$work/flipped.log" || { cat "$work/flipped.log"; fail "no clear message for changed tensor bytes"; }
+
 # Malformed ids and empty splits: refused, naming the file.
 bad=$work/bad-data
 cp -r "$data" "$bad"
