@@ -149,7 +149,7 @@ done
 rows() { [[ -f $1/epochs.csv ]] && awk 'NR > 1 && NF' "$1/epochs.csv" | wc -l || echo 0; }
 finished() {  # finished DIR EPOCHS: its epochs done and test_bleu= printed after the last one
   [[ -f $1/train.log && $(rows "$1") -ge $2 ]] &&
-    awk '/^epoch [0-9]+\/[0-9]+:/ { b = 0 } /^test_bleu=/ { b = 1 } END { exit !b }' "$1/train.log"
+    awk '/^epoch [0-9]+\/[0-9]+:/ { b = 0 } /^test_bleu=[0-9]/ { b = 1 } END { exit !b }' "$1/train.log"
 }
 state() {  # state DIR EPOCHS
   local dir=$1 n

@@ -9,7 +9,7 @@
 #   * one row per run: configuration, seed, epochs, best validation BLEU
 #     (and its epoch), test BLEU, training hours;
 #   * test BLEU mean ± std (sample std, n - 1) per configuration, over the
-#     finished runs (a finished run: its train.log has a test_bleu= line
+#     finished runs (a finished run: its train.log has a test_bleu=NUMBER line
 #     after its last epoch line);
 #   * the seed-by-seed difference of the treatment (default: the largest
 #     alpha) minus every other configuration, with a 95 % t-interval
@@ -55,7 +55,7 @@ stream() {
     bleu=""
     if [[ -f $log ]]; then
       # Finished: a test_bleu= line after the last "epoch N/M:" line.
-      bleu=$(awk '/^epoch [0-9]+\/[0-9]+:/ { b = "" } /^test_bleu=/ { b = substr($0, 11) } END { print b }' "$log")
+      bleu=$(awk '/^epoch [0-9]+\/[0-9]+:/ { b = "" } /^test_bleu=[0-9]/ { b = substr($0, 11) } END { print b }' "$log")
       [[ -n $bleu ]] && finished=1
     fi
     printf 'R\t%s\t%s\t%s\n' "${dir#"$root"/}" "$finished" "$bleu"
@@ -135,7 +135,10 @@ END {
   }
   for (i = 1; i <= ncfg; ++i) cfgi[cfgname[i]] = i
   if (treatment == "") treatment = cfgname[ncfg]
-  if (!(treatment in cfgi)) { print "no configuration " treatment > "/dev/stderr"; exit 1 }
+  if (!(treatment in cfgi)) {
+    s = ""; for (i = 1; i <= ncfg; ++i) s = s (i > 1 ? ", " : "") cfgname[i]
+    print "summarize.sh: --treatment " treatment ": no such configuration (there are: " s ")" > "/dev/stderr"; exit 1
+  }
   # Runs in order: seed, then configuration.
   for (r = 1; r <= nruns; ++r) order[r] = r
   for (i = 2; i <= nruns; ++i) for (j = i; j > 1; --j) {

@@ -124,6 +124,10 @@ svg=$work/plot.svg
 grep -q '>single-pass</text>' "$svg" && grep -q '>alpha=5</text>' "$svg" || fail "legend missing"
 tail -1 "$svg" | grep -qx '</svg>' || fail "SVG not closed"
 
+# A treatment that is not there: named, with the ones that are.
+if bash "$here/summarize.sh" --treatment alpha=7 "$work/runs" >/dev/null 2>"$work/err.txt"; then fail "--treatment alpha=7 accepted"; fi
+grep -q "no such configuration (there are: single-pass, alpha=0, alpha=5)" "$work/err.txt" || { cat "$work/err.txt"; fail "--treatment: no list"; }
+
 # Bad input: a clear message.
 if bash "$here/summarize.sh" "$work/nothing" 2>"$work/err.txt"; then fail "a missing root was accepted"; fi
 grep -q "no directory" "$work/err.txt" || fail "no clear message for a missing root"
