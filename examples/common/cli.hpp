@@ -99,7 +99,10 @@ inline void write_file_atomically(const std::string& path, const std::string& co
     out.flush();
     if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "'");
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());  // e.g. path is a directory: leave nothing behind
+    throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "'");
+  }
 }
 
 /// The flags every example takes, with the same meaning and ranges; each

@@ -983,10 +983,11 @@ int run(const Settings& s) {
     std::printf("resumed from '%s': %lld epochs done, %lld updates, best validation BLEU %.2f (epoch %lld)\n",
                 checkpoint_path.c_str(), static_cast<long long>(st.epoch), static_cast<long long>(st.updates),
                 st.best_bleu, static_cast<long long>(st.best_epoch));
-    // The CSV is written after the checkpoint: a run stopped between the two
-    // has rows its CSV lacks, which the checkpoint holds.
-    if (!s.check_decoding) write_csv(s, csv_path, st);
   }
+  // Now rather than after the first epoch: an unwritable --csv fails before
+  // any training, and a run stopped between its checkpoint and its CSV gets
+  // the rows the checkpoint holds.
+  if (!s.check_decoding) write_csv(s, csv_path, st);
 
   if (s.check_decoding) return check_decoding(model, data.valid, s, sp, device);
 

@@ -135,6 +135,14 @@ PY
 if train flipped >"$work/flipped.log" 2>&1; then fail "a checkpoint with changed tensor bytes was loaded"; fi
 grep -q "the model in '.*flipped/checkpoint.pt' is damaged" "$work/flipped.log" || { cat "$work/flipped.log"; fail "no clear message for changed tensor bytes"; }
 
+# --csv that cannot be written (a directory): refused before any training,
+# nothing left behind.
+mkdir -p "$work/csv-dir"
+if train csvdir --csv "$work/csv-dir" >"$work/csvdir.log" 2>&1; then fail "--csv a directory accepted"; fi
+grep -q "cannot rename '.*csv-dir.tmp'" "$work/csvdir.log" || { cat "$work/csvdir.log"; fail "no clear message for --csv a directory"; }
+grep -q '^epoch' "$work/csvdir.log" && fail "--csv a directory: trained before refusing"
+[[ ! -e $work/csv-dir.tmp ]] || fail "--csv a directory: its .tmp file left behind"
+
 # Malformed ids and empty splits: refused, naming the file.
 bad=$work/bad-data
 cp -r "$data" "$bad"
