@@ -524,9 +524,8 @@ class RDropLinearLoss {
         // A copy with no term (masked, in a pair without a divergence) has a
         // zero gradient and its hidden state stays out of the products:
         // 0 · NaN in ∂W would be NaN where leaving the row out gives a number.
-        const bool active = plan.pair_active[static_cast<std::size_t>(k)];
         const auto copy = [&](Eigen::Index to, Eigen::Index row) {
-          if (active || plan.row_target[static_cast<std::size_t>(row)] >= 0) {
+          if (detail::row_has_terms(plan, k, row)) {
             hc.row(to) = Eigen::Map<const RowVector>(rows.row(row), d);
           } else {
             hc.row(to).setZero();

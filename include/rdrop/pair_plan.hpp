@@ -187,12 +187,17 @@ void sweep_pairs(const PairPlan& plan, Index count, PairAt&& pair_at, Index cols
   });
 }
 
+/// Whether `row`, a copy of pair k, has any term (its pair's divergence, or
+/// its own label): a row without one has a zero gradient.
+inline bool row_has_terms(const PairPlan& plan, Index k, Index row) {
+  return plan.pair_active[static_cast<std::size_t>(k)] || plan.row_target[static_cast<std::size_t>(row)] >= 0;
+}
+
 /// Whether pair k has any term (a divergence, or a labeled copy): a pair
 /// without one has a zero gradient and need not be computed at all.
 inline bool pair_has_terms(const PairPlan& plan, Index k) {
   const PairRows r = plan.rows_of(k);
-  return plan.pair_active[static_cast<std::size_t>(k)] || plan.row_target[static_cast<std::size_t>(r.first)] >= 0 ||
-         plan.row_target[static_cast<std::size_t>(r.second)] >= 0;
+  return row_has_terms(plan, k, r.first) || row_has_terms(plan, k, r.second);
 }
 
 /// Σ task and Σ divergence over pairs, in pair order, compensated in double
