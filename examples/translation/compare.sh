@@ -244,6 +244,9 @@ run_flags() {  # run_flags FLAGS
   local f=("${model[@]}" $1 "${extra[@]}")
   printf '%q ' "${f[@]}"
 }
+recorded_flags() {  # recorded_flags DIR: the run_flags a run's command.txt records
+  head -1 "$1/command.txt" 2>/dev/null | sed 's/.*--no-progress //'
+}
 
 import_runs() {  # import_runs DIR
   local from=$1 p name e flags src
@@ -262,7 +265,7 @@ import_runs() {  # import_runs DIR
     if ! finished "$src" "$e" || (($(rows "$src") != e)); then
       say "$name: not imported from $from: not finished with $e epochs there"; continue
     fi
-    if [[ $(head -1 "$src/command.txt" 2>/dev/null | sed 's/.*--no-progress //') != "$(run_flags "$flags")" ]]; then
+    if [[ $(recorded_flags "$src") != "$(run_flags "$flags")" ]]; then
       say "$name: not imported from $from: trained with other flags ($src/command.txt)"; continue
     fi
     mkdir -p "$out/runs/$name"
@@ -316,7 +319,7 @@ for p in "${plan[@]}"; do
   n=$(rows "$dir")
   ((n <= e)) || die "$dir has $n epochs, more than the $e these flags ask for: use the --epochs it ran with, or another --out"
   if [[ -f $dir/command.txt ]]; then
-    was=$(head -1 "$dir/command.txt" | sed 's/.*--no-progress //')
+    was=$(recorded_flags "$dir")
     [[ $was == "$(run_flags "$flags")" ]] ||
       die "$dir was trained with other flags ($was) than these ($(run_flags "$flags")): use the same ones, or another --out"
   fi
