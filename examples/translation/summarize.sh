@@ -3,7 +3,7 @@
 # results: every run directory under ROOT that holds an epochs.csv (written
 # by rdrop_translation) and a train.log (written by compare.sh).
 #
-#   summarize.sh [--svg FILE] [--treatment LABEL] ROOT
+#   summarize.sh [--svg FILE] [--treatment LABEL] [--trend-epochs K] ROOT
 #
 # Prints a markdown report on stdout:
 #   * one row per run: configuration, seed, epochs, best validation BLEU
@@ -21,7 +21,12 @@
 #     validation excluded either way) of that seed's finished runs; each run counts with
 #     its best validation BLEU up to the epoch whose cumulative training
 #     seconds are closest to the budget (the earlier epoch on a tie), as the
-#     run would have selected its checkpoint had it stopped there.
+#     run would have selected its checkpoint had it stopped there;
+#   * whether validation BLEU has stopped rising: per run, the least-squares
+#     slope of validation BLEU against the epoch over its last K epochs
+#     (--trend-epochs, default 10; all of them if fewer, none below 3), with
+#     a 95 % t-interval (n - 2 degrees of freedom), and per configuration the
+#     mean ± std of the finished runs' slopes.
 # --svg FILE writes a plot of validation BLEU per epoch (a thin line per
 # run, a thick one for the mean over the runs that reached that epoch, one
 # colour per configuration), SVG drawn by awk (no gnuplot needed).
@@ -31,11 +36,17 @@ set -euo pipefail
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 svg=""
 treatment=""
+trend_epochs=10
 root=""
 while (($#)); do
   case $1 in
     --svg) svg=${2:?--svg needs a file}; shift 2 ;;
     --treatment) treatment=${2:?--treatment needs a label, e.g. alpha=5}; shift 2 ;;
+    --trend-epochs)
+      trend_epochs=${2:?--trend-epochs needs a number of epochs}
+      [[ $trend_epochs =~ ^[0-9]+$ ]] && ((10#$trend_epochs >= 3)) ||
+        { echo "summarize.sh: --trend-epochs '$trend_epochs': a whole number of epochs, at least 3 (a slope and its interval need them)" >&2; exit 2; }
+      trend_epochs=$((10#$trend_epochs)); shift 2 ;;
     -h | --help) usage; exit 0 ;;
     -*) echo "summarize.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     *) [[ -z $root ]] || { echo "summarize.sh: one ROOT only" >&2; exit 2; }; root=$1; shift ;;
@@ -63,7 +74,7 @@ stream() {
   done < <(find "$root" -name epochs.csv -type f | LC_ALL=C sort)
 }
 
-stream | awk -F'\t' -v svg="$svg" -v treatment="$treatment" '
+stream | awk -F'\t' -v svg="$svg" -v treatment="$treatment" -v K="$trend_epochs" '
 function tq(df) {  # two-sided 95 % quantile of Student t
   if (df >= 1 && df <= 30) return T[df]
   return 1.96
@@ -89,6 +100,23 @@ function interval(v, n,    h) {  # paired differences
   if (n == 1) return sfmt(M) " | (n = 1: no interval) | 1"
   h = tq(n - 1) * S / sqrt(n)
   return sfmt(M) " | [" sfmt(M - h) ", " sfmt(M + h) "] | " n
+}
+# Least-squares slope of validation BLEU over the last K epochs of run r (all if
+# fewer) -> TB (BLEU per epoch), TH (95 % half-width), TM (epochs used);
+# 0 when fewer than 3 epochs (an interval needs a residual degree of freedom).
+function trend(r,    m, e, x, xm, ym, sxx, sxy, sse, d) {
+  m = ne[r] < K ? ne[r] : K; TM = m
+  if (m < 3) return 0
+  xm = 0; ym = 0
+  for (e = ne[r] - m + 1; e <= ne[r]; ++e) { xm += ep[r, e]; ym += vb[r, e] }
+  xm /= m; ym /= m
+  sxx = 0; sxy = 0
+  for (e = ne[r] - m + 1; e <= ne[r]; ++e) { x = ep[r, e] - xm; sxx += x * x; sxy += x * (vb[r, e] - ym) }
+  TB = sxy / sxx
+  sse = 0
+  for (e = ne[r] - m + 1; e <= ne[r]; ++e) { d = vb[r, e] - ym - TB * (ep[r, e] - xm); sse += d * d }
+  TH = tq(m - 2) * sqrt(sse / (m - 2) / sxx)
+  return 1
 }
 BEGIN {
   split("12.706 4.303 3.182 2.776 2.571 2.447 2.365 2.306 2.262 2.228 2.201 2.179 2.160 2.145 2.131 2.120 2.110 2.101 2.093 2.086 2.080 2.074 2.069 2.064 2.060 2.056 2.052 2.048 2.045 2.042", T, " ")
@@ -209,6 +237,30 @@ END {
   s = ""
   for (i = 1; i <= ns; ++i) s = s (i > 1 ? ", " : "") "seed " sl[i] ": " sprintf("%.0f", budget[sl[i]]) " s"
   print "Equal training time: per seed, the budget is the shortest total training time (" (allcpu ? "CPU seconds, train_cpu_seconds" : "wall seconds, train_seconds: not every CSV has train_cpu_seconds") "; validation excluded) of its finished runs (" s "); each run counts with its best validation BLEU up to its epoch closest to that budget. t quantiles: 95 % two-sided, n - 1 degrees of freedom."
+  print ""
+  print "### Has validation BLEU stopped rising? Slope over the last " K " epochs"
+  print ""
+  print "| configuration | seed | epochs | slope (BLEU per epoch) | 95 % interval |"
+  print "|---|---|---|---|---|"
+  for (i = 1; i <= nruns; ++i) {
+    r = order[i]
+    if (ne[r] == 0) continue
+    if (!trend(r)) { printf "| %s | %d | %d | (fewer than 3 epochs) | |\n", cfg[r], seed[r], ne[r]; continue }
+    printf "| %s | %d | %d-%d | %+.3f | [%+.3f, %+.3f] |\n", cfg[r], seed[r], ep[r, ne[r] - TM + 1], ep[r, ne[r]], TB, TB - TH, TB + TH
+  }
+  print ""
+  print "| configuration | finished runs | mean slope ± std over seeds |"
+  print "|---|---|---|"
+  for (i = 1; i <= ncfg; ++i) {
+    n = 0
+    for (r = 1; r <= nruns; ++r) if (fin[r] && cfg[r] == cfgname[i] && trend(r)) { ++n; v[n] = TB }
+    if (n == 0) { printf "| %s | 0 | - |\n", cfgname[i]; continue }
+    stats(v, n)
+    if (n > 1) printf "| %s | %d | %+.3f ± %.3f |\n", cfgname[i], n, M, S
+    else printf "| %s | 1 | %+.3f (n = 1) |\n", cfgname[i], M
+  }
+  print ""
+  print "Slope: least squares of validation BLEU against the epoch over the last " K " epochs of each run (all of them if fewer); its interval is the slope ± t(0.975, m - 2) times its standard error, m the epochs used. An interval that holds 0 finds no rise."
 
   if (svg == "") exit 0
   # The plot.

@@ -124,6 +124,32 @@ svg=$work/plot.svg
 grep -q '>single-pass</text>' "$svg" && grep -q '>alpha=5</text>' "$svg" || fail "legend missing"
 tail -1 "$svg" | grep -qx '</svg>' || fail "SVG not closed"
 
+# Has validation BLEU stopped rising: the least-squares slope over the last
+# K epochs (all if fewer). Default K = 10 on sp-seed1's 6 epochs
+# (5 9 12 13 14 13): mean epoch 3.5, mean BLEU 11, Sxx 17.5, Sxy 28 ->
+# slope 1.6; residuals -2, 0.4, 1.8, 1.2, 0.6, -2 -> SSE 13.2; standard
+# error sqrt(13.2 / 4 / 17.5) = 0.43425, t(0.975, 4) = 2.776 -> half-width
+# 1.20547.
+expect "| single-pass | 1 | 1-6 | +1.600 | [+0.395, +2.805] |"
+# --trend-epochs 3 takes the last three epochs only: 100 50 1 3 2 -> epochs
+# 3-5 (1, 3, 2): slope 0.5, SSE 1.5, Sxx 2, standard error
+# sqrt(1.5 / 1 / 2) = 0.86603, t(0.975, 1) = 12.706 -> half-width 11.0037.
+# An exact line (2 4 6 8) has slope 2 and no spread; two epochs have no
+# slope. Per configuration: alpha=5's finished slopes 0.5 and 0 -> mean
+# 0.25, sd 0.35355.
+ROOT=$work/trend run a5-seed1 5 0 1 20.00 100 100 50 1 3 2
+ROOT=$work/trend run a5-seed2 5 0 2 20.00 100 7 7 7 7
+ROOT=$work/trend run a0-seed1 0 0 1 20.00 100 2 4 6 8
+ROOT=$work/trend run a0-seed2 0 0 2 20.00 100 2 4
+bash "$here/summarize.sh" --trend-epochs 3 "$work/trend" >"$work/trend.md"
+for line in "| alpha=5 | 1 | 3-5 | +0.500 | [-10.504, +11.504] |" "| alpha=5 | 2 | 2-4 | +0.000 | [+0.000, +0.000] |" \
+  "| alpha=0 | 1 | 2-4 | +2.000 | [+2.000, +2.000] |" "| alpha=0 | 2 | 2 | (fewer than 3 epochs) | |" \
+  "| alpha=5 | 2 | +0.250 ± 0.354 |" "| alpha=0 | 1 | +2.000 (n = 1) |"; do
+  grep -qxF -- "$line" "$work/trend.md" || { cat "$work/trend.md"; fail "trend: missing line: $line"; }
+done
+if bash "$here/summarize.sh" --trend-epochs 2 "$work/trend" >/dev/null 2>"$work/err.txt"; then fail "--trend-epochs 2 accepted"; fi
+grep -q "at least 3" "$work/err.txt" || { cat "$work/err.txt"; fail "--trend-epochs 2: no clear message"; }
+
 # A treatment that is not there: named, with the ones that are.
 if bash "$here/summarize.sh" --treatment alpha=7 "$work/runs" >/dev/null 2>"$work/err.txt"; then fail "--treatment alpha=7 accepted"; fi
 grep -q "no such configuration (there are: single-pass, alpha=0, alpha=5)" "$work/err.txt" || { cat "$work/err.txt"; fail "--treatment: no list"; }
