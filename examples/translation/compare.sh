@@ -237,12 +237,16 @@ echo "compare.sh: data $out/data: $(sed -n '2,4p' "$out/data/stats.txt" | tr '\n
 log=$out/compare.log
 say() { echo "$(date '+%F %T') $*" | tee -a "$log"; }
 
-# The trainer flags of a run after those that only say where and how fast
-# (the same expression as the command run_one writes to command.txt).
-run_flags() {  # run_flags FLAGS
+# The trainer flags of a run after those that only say where and how fast:
+# flag_words FLAGS sets the array run_words, which run_one puts at the end of
+# the command it runs; run_flags FLAGS prints them as command.txt records them.
+flag_words() {  # flag_words FLAGS
   # shellcheck disable=SC2206
-  local f=("${model[@]}" $1 "${extra[@]}")
-  printf '%q ' "${f[@]}"
+  run_words=("${model[@]}" $1 "${extra[@]}")
+}
+run_flags() {  # run_flags FLAGS
+  flag_words "$1"
+  printf '%q ' "${run_words[@]}"
 }
 recorded_flags() {  # recorded_flags DIR: the run_flags a run's command.txt records
   head -1 "$1/command.txt" 2>/dev/null | sed 's/.*--no-progress //'
@@ -282,9 +286,9 @@ run_one() {  # run_one NAME EPOCHS FLAGS: 0 done or skipped, 1 failed
     finished "$dir" "$e" && exit 76
     n=$(rows "$dir")
     if ((n > 0)); then say "$name: resuming after $n of $e epochs"; else say "$name: starting, $e epochs"; fi
-    # shellcheck disable=SC2206
+    flag_words "$flags"
     local cmd=(nice -n "$niceness" "$trainer" --data "$out/data" --run "$dir" --epochs "$e" --threads "$threads"
-      --no-progress "${model[@]}" $flags "${extra[@]}")
+      --no-progress "${run_words[@]}")
     printf '%q ' "${cmd[@]}" >"$dir/command.txt"
     echo >>"$dir/command.txt"
     echo "# compare.sh $(date '+%F %T'): $(cat "$dir/command.txt")" >>"$dir/train.log"

@@ -27,6 +27,8 @@
 #     (--trend-epochs, default 10; all of them if fewer, none below 3), with
 #     a 95 % t-interval (n - 2 degrees of freedom), and per configuration the
 #     mean ± std of the finished runs' slopes.
+# t quantiles come from a table up to 30 degrees of freedom; above, the
+# normal's 1.96 (a window of more than 32 epochs, or more than 31 seeds).
 # --svg FILE writes a plot of validation BLEU per epoch (a thin line per
 # run, a thick one for the mean over the runs that reached that epoch, one
 # colour per configuration), SVG drawn by awk (no gnuplot needed).
@@ -75,7 +77,7 @@ stream() {
 }
 
 stream | awk -F'\t' -v svg="$svg" -v treatment="$treatment" -v K="$trend_epochs" '
-function tq(df) {  # two-sided 95 % quantile of Student t
+function tq(df) {  # two-sided 95 % quantile of Student t (1.96, the normal quantile, above 30 df)
   if (df >= 1 && df <= 30) return T[df]
   return 1.96
 }
@@ -89,10 +91,13 @@ function stats(v, n,    i, s, ss) {
   ss = 0; for (i = 1; i <= n; ++i) ss += (v[i] - M) * (v[i] - M)
   S = n > 1 ? sqrt(ss / (n - 1)) : 0
 }
-function mean_std(v, n) {
+# "mean ± std" of v[1..n]; mf, sf: printf formats of the two (default %.2f)
+function mean_std(v, n, mf, sf) {
   if (n == 0) return "-"
+  if (mf == "") mf = "%.2f"
+  if (sf == "") sf = "%.2f"
   stats(v, n)
-  return n > 1 ? fmt(M) " ± " fmt(S) : fmt(M) " (n = 1)"
+  return n > 1 ? sprintf(mf, M) " ± " sprintf(sf, S) : sprintf(mf, M) " (n = 1)"
 }
 function interval(v, n,    h) {  # paired differences
   if (n == 0) return "- | - | 0"
@@ -242,22 +247,20 @@ END {
   print ""
   print "| configuration | seed | epochs | slope (BLEU per epoch) | 95 % interval |"
   print "|---|---|---|---|---|"
+  for (r = 1; r <= nruns; ++r) if (hastrend[r] = trend(r)) { slope[r] = TB; half[r] = TH; used[r] = TM }
   for (i = 1; i <= nruns; ++i) {
     r = order[i]
     if (ne[r] == 0) continue
-    if (!trend(r)) { printf "| %s | %d | %d | (fewer than 3 epochs) | |\n", cfg[r], seed[r], ne[r]; continue }
-    printf "| %s | %d | %d-%d | %+.3f | [%+.3f, %+.3f] |\n", cfg[r], seed[r], ep[r, ne[r] - TM + 1], ep[r, ne[r]], TB, TB - TH, TB + TH
+    if (!hastrend[r]) { printf "| %s | %d | %d | (fewer than 3 epochs) | |\n", cfg[r], seed[r], ne[r]; continue }
+    printf "| %s | %d | %d-%d | %+.3f | [%+.3f, %+.3f] |\n", cfg[r], seed[r], ep[r, ne[r] - used[r] + 1], ep[r, ne[r]], slope[r], slope[r] - half[r], slope[r] + half[r]
   }
   print ""
   print "| configuration | finished runs | mean slope ± std over seeds |"
   print "|---|---|---|"
   for (i = 1; i <= ncfg; ++i) {
     n = 0
-    for (r = 1; r <= nruns; ++r) if (fin[r] && cfg[r] == cfgname[i] && trend(r)) { ++n; v[n] = TB }
-    if (n == 0) { printf "| %s | 0 | - |\n", cfgname[i]; continue }
-    stats(v, n)
-    if (n > 1) printf "| %s | %d | %+.3f ± %.3f |\n", cfgname[i], n, M, S
-    else printf "| %s | 1 | %+.3f (n = 1) |\n", cfgname[i], M
+    for (r = 1; r <= nruns; ++r) if (fin[r] && cfg[r] == cfgname[i] && hastrend[r]) { ++n; v[n] = slope[r] }
+    printf "| %s | %d | %s |\n", cfgname[i], n, mean_std(v, n, "%+.3f", "%.3f")
   }
   print ""
   print "Slope: least squares of validation BLEU against the epoch over the last " K " epochs of each run (all of them if fewer); its interval is the slope ± t(0.975, m - 2) times its standard error, m the epochs used. An interval that holds 0 finds no rise."
