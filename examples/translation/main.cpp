@@ -652,20 +652,61 @@ void write_meta(torch::serialize::OutputArchive& a, const std::string& fingerpri
   a.write("meta_csv", c10::IValue(st.csv));
 }
 
-/// FNV-1a of the model's parameters and buffers, in order: libtorch 1.13
-/// checks no checksum when it reads an archive, so a damaged byte in a
-/// tensor would load silently.
-std::string model_hash(translation::Transformer& model) {
-  std::uint64_t h = fnv1a(nullptr, 0);
-  const auto add = [&](const at::Tensor& t) {
+/// FNV-1a over tensors' bytes and integers, for the hashes a checkpoint
+/// carries: libtorch 1.13 checks no checksum when it reads an archive, so a
+/// damaged byte in a tensor would load silently.
+class TensorHash {
+ public:
+  void add(const at::Tensor& t) {
     const at::Tensor c = t.detach().to(torch::kCPU).contiguous();
-    h = fnv1a(static_cast<const unsigned char*>(c.data_ptr()), c.nbytes(), h);
-  };
-  for (const auto& t : model->parameters()) add(t);
-  for (const auto& t : model->buffers()) add(t);
-  char text[32];
-  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
-  return text;
+    h_ = fnv1a(static_cast<const unsigned char*>(c.data_ptr()), c.nbytes(), h_);
+  }
+  void add(std::int64_t v) { h_ = fnv1a(reinterpret_cast<const unsigned char*>(&v), sizeof v, h_); }
+  std::string text() const {
+    char text[32];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h_));
+    return text;
+  }
+
+ private:
+  std::uint64_t h_ = fnv1a(nullptr, 0);
+};
+
+/// The model's parameters and buffers, in order.
+std::string model_hash(translation::Transformer& model) {
+  TensorHash h;
+  for (const auto& t : model->parameters()) h.add(t);
+  for (const auto& t : model->buffers()) h.add(t);
+  return h.text();
+}
+
+/// What else a resumed run continues from: AdamW's step counts and moments,
+/// parameter by parameter, and the random generator's state.
+std::string resume_state_hash(torch::optim::AdamW& optimizer, const at::Tensor& rng) {
+  TensorHash h;
+  for (auto& group : optimizer.param_groups()) {
+    for (const auto& p : group.params()) {
+      const auto it = optimizer.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+      if (it == optimizer.state().end()) {
+        h.add(std::int64_t{-1});  // no step taken yet
+        continue;
+      }
+      const auto& st = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+      h.add(st.step());
+      h.add(st.exp_avg());
+      h.add(st.exp_avg_sq());
+      if (st.max_exp_avg_sq().defined()) h.add(st.max_exp_avg_sq());
+    }
+  }
+  h.add(rng);
+  return h.text();
+}
+
+/// The default CPU generator's state, read under its lock.
+at::Tensor cpu_rng_state() {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
 }
 
 /// Loads the model from an archive, refusing one whose tensors do not hash
@@ -679,7 +720,7 @@ void load_model(torch::serialize::InputArchive& a, const std::string& path, tran
   }
 }
 
-void save_checkpoint(const std::string& path, translation::Transformer& model, torch::optim::Optimizer& optimizer,
+void save_checkpoint(const std::string& path, translation::Transformer& model, torch::optim::AdamW& optimizer,
                      const std::string& fingerprint, const State& st) {
   torch::serialize::OutputArchive a;
   model->save(a);
@@ -688,13 +729,9 @@ void save_checkpoint(const std::string& path, translation::Transformer& model, t
   optimizer.save(opt);
   a.write("meta_optimizer", opt);
   write_meta(a, fingerprint, st);
-  at::Generator gen = at::detail::getDefaultCPUGenerator();
-  at::Tensor rng;
-  {
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    rng = gen.get_state();
-  }
+  const at::Tensor rng = cpu_rng_state();
   a.write("meta_rng", rng, /*is_buffer=*/true);
+  a.write("meta_state_hash", c10::IValue(resume_state_hash(optimizer, rng)));
   save_atomically(a, path);
 }
 
@@ -969,12 +1006,32 @@ int run(const Settings& s) {
     load_archive(a, checkpoint_path, device);
     check_fingerprint(a, checkpoint_path, fp);
     load_model(a, checkpoint_path, model);
-    torch::serialize::InputArchive opt;
-    a.read("meta_optimizer", opt);
-    optimizer.load(opt);
+    try {
+      torch::serialize::InputArchive opt;
+      a.read("meta_optimizer", opt);
+      optimizer.load(opt);
+    } catch (const std::exception& e) {  // e.g. its counts of groups and parameters changed
+      const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
+      throw std::runtime_error("cannot read the optimizer state in '" + checkpoint_path + "' (" +
+                               (torch_error ? torch_error->what_without_backtrace() : e.what()) +
+                               "): a damaged file; delete it, or use another --run");
+    }
     st = read_meta(a);
     at::Tensor rng;
     a.read("meta_rng", rng, /*is_buffer=*/true);
+    // Checkpoints written before this hash are taken as they are.
+    c10::IValue v;
+    if (a.try_read("meta_state_hash", v) && v.toStringRef() != resume_state_hash(optimizer, rng)) {
+      throw std::runtime_error("the optimizer or random-generator state in '" + checkpoint_path +
+                               "' is damaged (its tensors do not hash to what was written): delete it, or use "
+                               "another --run");
+    }
+    if (st.epoch > s.epochs) {
+      throw std::runtime_error("'" + checkpoint_path + "' has " + std::to_string(st.epoch) +
+                               " epochs done, more than --epochs " + std::to_string(s.epochs) +
+                               ": its best model may come from a later epoch; use --epochs " +
+                               std::to_string(st.epoch) + " or more, or another --run");
+    }
     at::Generator gen = at::detail::getDefaultCPUGenerator();
     {
       std::lock_guard<std::mutex> lock(gen.mutex());
@@ -1070,10 +1127,6 @@ int run(const Settings& s) {
                 epoch, s.epochs, train_loss, valid_loss, valid_bleu, train_seconds, seconds,
                 static_cast<long long>(st.updates), lr);
     std::fflush(stdout);
-  }
-  if (st.epoch > s.epochs) {
-    std::printf("the checkpoint has %lld epochs, more than --epochs %d: nothing to train\n",
-                static_cast<long long>(st.epoch), s.epochs);
   }
 
   // The test set, once, with the checkpoint of the best validation BLEU.

@@ -10,8 +10,9 @@
 # --alpha (and of other data) is refused with a message naming it; a CSV
 # that lost rows the checkpoint holds is rewritten; incremental decoding
 # gives the tokens of the full recompute; the detokenizer agrees with
-# spm_decode; damaged checkpoints, malformed ids, empty splits and bad
-# flags are refused with messages that name them.
+# spm_decode; damaged checkpoints (model or optimizer), fewer --epochs than
+# a checkpoint holds, malformed ids, empty splits and bad flags are refused
+# with messages that name them.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 trainer=${1:?usage: trainer_test.sh TRAINER WORK_DIR}
@@ -111,15 +112,20 @@ grep -q "cannot create the run directory .*a file of that name is there" "$work/
 grep -q '^epoch' "$work/file.log" && fail "--run a file: trained before refusing"
 
 # A checkpoint whose tensor bytes changed (libtorch reads its archives
-# without checking their CRCs): refused by the model's hash. One byte in the
-# middle of every tensor record of the zip archive is flipped in place.
-mkdir -p "$work/flipped"
-cp "$work/full/checkpoint.pt" "$work/flipped/checkpoint.pt"
-python3 - "$work/flipped/checkpoint.pt" <<'PY' || fail "could not flip the checkpoint's bytes"
+# without checking their CRCs): refused by its hashes. flip_records MIN CKPT
+# [KEEP] flips one byte in the middle of every tensor record of at least MIN
+# bytes of the zip archive CKPT in place, except the records whose bytes are
+# also a record of KEEP.
+flip_records() {
+  python3 - "$@" <<'PY' || fail "could not flip the bytes of $2"
 import struct, sys, zipfile
-path = sys.argv[1]
+least, path = int(sys.argv[1]), sys.argv[2]
+keep = set()
+if len(sys.argv) > 3:
+    with zipfile.ZipFile(sys.argv[3]) as z:
+        keep = {z.read(i) for i in z.infolist() if "/data/" in i.filename}
 with zipfile.ZipFile(path) as z:
-    records = [i for i in z.infolist() if "/data/" in i.filename and i.file_size >= 4]
+    records = [i for i in z.infolist() if "/data/" in i.filename and i.file_size >= least and z.read(i) not in keep]
 with open(path, "r+b") as f:
     for i in records:
         f.seek(i.header_offset + 26)
@@ -132,8 +138,38 @@ with open(path, "r+b") as f:
 if not records:
     sys.exit(1)
 PY
+}
+mkdir -p "$work/flipped"
+cp "$work/full/checkpoint.pt" "$work/flipped/checkpoint.pt"
+flip_records 4 "$work/flipped/checkpoint.pt"
 if train flipped >"$work/flipped.log" 2>&1; then fail "a checkpoint with changed tensor bytes was loaded"; fi
 grep -q "the model in '.*flipped/checkpoint.pt' is damaged" "$work/flipped.log" || { cat "$work/flipped.log"; fail "no clear message for changed tensor bytes"; }
+# The model intact, the optimizer's moments and the generator's state
+# changed: after one epoch best.pt holds the checkpoint's model, so the
+# records of checkpoint.pt that best.pt lacks are the rest. Its 8-byte
+# records are the optimizer's counts of groups and parameters, which torch
+# checks as it reads them: changed, they are refused as an unreadable state.
+train one --epochs 1 >"$work/one.log" 2>&1 || { cat "$work/one.log"; fail "the 1-epoch run failed"; }
+cp -r "$work/one" "$work/one-counts"
+flip_records 16 "$work/one/checkpoint.pt" "$work/one/best.pt"
+if train one --epochs 2 >"$work/one-flipped.log" 2>&1; then fail "a checkpoint with changed optimizer bytes was resumed"; fi
+grep -q "the optimizer or random-generator state in '.*one/checkpoint.pt' is damaged" "$work/one-flipped.log" ||
+  { cat "$work/one-flipped.log"; fail "no clear message for changed optimizer bytes"; }
+flip_records 4 "$work/one-counts/checkpoint.pt" "$work/one-counts/best.pt"
+if train one-counts --epochs 2 >"$work/one-counts.log" 2>&1; then fail "a checkpoint with changed optimizer counts was resumed"; fi
+grep -q "cannot read the optimizer state in '.*one-counts/checkpoint.pt'" "$work/one-counts.log" ||
+  { cat "$work/one-counts.log"; fail "no clear message for changed optimizer counts"; }
+
+# Fewer --epochs than the checkpoint holds: refused (its best.pt may come
+# from a later epoch), the run's files untouched.
+cp "$csv" "$work/full-epochs.csv"
+cp "$work/full/test.hyp" "$work/full-test.hyp"
+if train full --epochs 3 >"$work/fewer.log" 2>&1; then fail "--epochs 3 accepted on a 5-epoch checkpoint"; fi
+grep -q "checkpoint.pt' has 5 epochs done, more than --epochs 3" "$work/fewer.log" || { cat "$work/fewer.log"; fail "no clear message for fewer --epochs"; }
+grep -q '^test_bleu' "$work/fewer.log" && fail "fewer --epochs: tested anyway"
+if ! cmp -s "$csv" "$work/full-epochs.csv" || ! cmp -s "$work/full/test.hyp" "$work/full-test.hyp"; then
+  fail "fewer --epochs: epochs.csv or test.hyp changed"
+fi
 
 # --csv that cannot be written (a directory): refused before any training,
 # nothing left behind.
