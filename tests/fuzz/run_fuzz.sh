@@ -27,27 +27,35 @@ eigen=$(pkg-config --cflags-only-I eigen3 2>/dev/null | sed 's/^-I//;s/ .*//')
 mkdir -p "$out"
 
 # One object per harness file, rebuilt when it, a harness header, an rdrop
-# header or the flags changed; the objects compile in parallel.
+# header or the flags changed; the objects compile in parallel, the largest
+# files first and the next as soon as any finishes (in file order the
+# largest came last and compiled alone).
 flags="-std=c++17 -O1 -g1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all ${RDROP_FUZZ_FLAGS:-}"
 jobs=${RDROP_JOBS:-$(nproc)}
 binary=$out/fuzz_rdrop
 [ "$(cat "$out/flags" 2>/dev/null)" = "$cxx $flags" ] || rm -rf "$out/obj"
 mkdir -p "$out/obj"
-objects=() pids=() status=0 start=$(date +%s)
-for src in "$here"/*.cpp; do
+objects=() status=0 start=$(date +%s)
+# (A here-string, not a process substitution: wait -n could count that as a job.)
+mapfile -t sources <<<"$(ls -S "$here"/*.cpp)"
+running=0
+for src in "${sources[@]}"; do
   obj=$out/obj/$(basename "${src%.cpp}").o
   objects+=("$obj")
   if [ ! -f "$obj" ] || [ -n "$(find "$src" "$here"/*.hpp "$root/include" -newer "$obj" -print -quit)" ]; then
+    if ((running >= jobs)); then
+      wait -n || status=$?
+      running=$((running - 1))
+    fi
     # shellcheck disable=SC2086  # flags is a list of words
     "$cxx" $flags -I"$root/include" -isystem "$eigen" -c "$src" -o "$obj" &
-    pids+=($!)
-    if ((${#pids[@]} >= jobs)); then
-      wait "${pids[0]}" || status=$?
-      pids=("${pids[@]:1}")
-    fi
+    running=$((running + 1))
   fi
 done
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+while ((running > 0)); do
+  wait -n || status=$?
+  running=$((running - 1))
+done
 if ((status != 0)); then
   rm -f "$binary"
   echo "fuzz_rdrop: build failed" >&2
