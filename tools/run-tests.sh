@@ -11,7 +11,10 @@ jobs=${RDROP_JOBS:-$(nproc)}
 # Release for everything but rdrop_tests, which is built once, unoptimized,
 # under AddressSanitizer + UndefinedBehaviorSanitizer with Eigen's
 # assertions on (RDROP_SANITIZE_TESTS): one build of the test suite, not two.
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DRDROP_SANITIZE_TESTS=ON
+# The benchmarks are only checked to compile and link (-O0, binaries that
+# refuse to run: RDROP_BENCHMARKS_CHECK_ONLY); bench/run_bench.sh builds them
+# optimized in build-bench/.
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DRDROP_SANITIZE_TESTS=ON -DRDROP_BENCHMARKS_CHECK_ONLY=ON
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"
 bash tools/test-deb.sh  # the Debian package: built, lintian, installed, used, removed

@@ -9,6 +9,7 @@
 #include <rdrop/rdrop.hpp>
 #include <rdrop/torch.hpp>
 
+#include "../check_only.hpp"
 #include "../memory_counter.hpp"
 #include "../wall_clock.hpp"
 
@@ -379,6 +380,7 @@ std::string blas_in_use() {
 // 1024 x 32000 x 2 floats, more than any form's arithmetic. A training
 // loop allocating the same tensors every step wants the same setting.
 int main(int argc, char** argv) {
+  if (rdrop_bench::refuse_check_only_build(argv[0])) return 2;
   if (std::getenv("RDROP_BENCH_GLIBC_DEFAULTS") == nullptr) {
     mallopt(M_MMAP_THRESHOLD, 1 << 30);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
